@@ -1,0 +1,33 @@
+"""devserve: a development web server for Python WSGI apps and addons.
+
+The public names are imported lazily: ``python -m devserve`` must be able to set things up
+(gevent's monkey-patching, for one) before Werkzeug and the threading module are imported.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devserve.errors import DevserveError, ExitCode
+    from devserve.http import Controller, Response, request, route
+
+__all__ = ["Controller", "DevserveError", "ExitCode", "Response", "request", "route"]
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Controller": "devserve.http",
+    "Response": "devserve.http",
+    "request": "devserve.http",
+    "route": "devserve.http",
+    "DevserveError": "devserve.errors",
+    "ExitCode": "devserve.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'devserve' has no attribute {name!r}")

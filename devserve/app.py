@@ -1,0 +1,98 @@
+"""What is served: the settings' target turned into a WSGI callable.
+
+``--app module:attribute`` (or ``module:factory()``) imports that callable with the current
+directory on ``sys.path``; an addons path becomes :class:`devserve.http.Root` over its addons.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from devserve import addons, http
+from devserve.config import Settings
+from devserve.errors import AppLoadError, ConfigError, exception_summary
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+__all__ = ["describe_target", "import_app", "load_app"]
+
+
+def load_app(settings: Settings) -> WSGIApplication:
+    """The WSGI callable the settings name. Raises ConfigError or AppLoadError."""
+    if settings.app:
+        return import_app(settings.app)
+    if settings.addons_path:
+        found = addons.discover(settings.addons_path)
+        addons.import_addons(found, settings.addons_path)
+        return http.Root(found)
+    raise ConfigError(
+        "nothing to serve: give an addons folder or a module:attribute WSGI app "
+        "(for example: devserve examples/addons)"
+    )
+
+
+def describe_target(settings: Settings) -> str:
+    if settings.app:
+        return settings.app
+    return "addons in " + ", ".join(settings.addons_path)
+
+
+def _parse_spec(spec: str) -> tuple[str, str, tuple[Any, ...] | None]:
+    """``pkg.mod:name`` or ``pkg.mod:factory(literal, ...)`` -> (module, name, call args)."""
+    module, _, expression = spec.partition(":")
+    problem = f"{spec!r} is not module:attribute or module:factory()"
+    if not module or not expression:
+        raise ConfigError(f"{problem}; for example mypkg.wsgi:app")
+    try:
+        node = ast.parse(expression.strip(), mode="eval").body
+    except SyntaxError:
+        raise ConfigError(f"{problem}; for example mypkg.wsgi:create_app()") from None
+    if isinstance(node, ast.Name):
+        return module, node.id, None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+        try:
+            return module, node.func.id, tuple(ast.literal_eval(arg) for arg in node.args)
+        except ValueError:
+            raise ConfigError(f"{problem}: factory arguments must be literals") from None
+    raise ConfigError(f"{problem}; for example mypkg.wsgi:create_app()")
+
+
+def import_app(spec: str) -> WSGIApplication:
+    module_name, name, call_args = _parse_spec(spec)
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and (module_name + ".").startswith(error.name + "."):
+            raise AppLoadError(
+                f"cannot import {module_name!r}: no module named {error.name!r} in {cwd} or "
+                "on sys.path; check the spelling, or start devserve from the project folder"
+            ) from error
+        raise AppLoadError(f"importing {module_name!r} failed: {exception_summary(error)}") from (
+            error
+        )
+    except Exception as error:
+        raise AppLoadError(f"importing {module_name!r} failed: {exception_summary(error)}") from (
+            error
+        )
+    try:
+        app = getattr(module, name)
+    except AttributeError:
+        raise AppLoadError(
+            f"module {module_name!r} has no attribute {name!r}; check the name after the colon"
+        ) from None
+    if call_args is not None:
+        try:
+            app = app(*call_args)
+        except Exception as error:
+            raise AppLoadError(f"calling {spec!r} failed: {exception_summary(error)}") from error
+    if not callable(app):
+        raise AppLoadError(f"{spec!r} is a {type(app).__name__}, not a WSGI callable")
+    return app  # type: ignore[no-any-return]

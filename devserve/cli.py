@@ -1,0 +1,183 @@
+"""The command line: ``devserve [COMMAND] [OPTIONS] [TARGET]``.
+
+Commands register themselves by subclassing :class:`Command`. ``server`` is the default:
+``devserve examples/addons`` is ``devserve server examples/addons``. This module is the only
+one that chooses exit codes: a :class:`DevserveError` becomes its one-sentence message on
+stderr and its code; nothing a user can cause ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any, ClassVar, NoReturn
+
+from devserve import config
+from devserve.errors import DevserveError, ExitCode, UsageError
+
+__all__ = ["Command", "Help", "Server", "main"]
+
+PROG = "devserve"
+DEFAULT_COMMAND = "server"
+
+_logger = logging.getLogger(__name__)
+
+COMMANDS: dict[str, type[Command]] = {}  # filled by Command.__init_subclass__
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Reports bad input as a UsageError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; run '{self.prog} --help' to see the options")
+
+
+class Command:
+    """Base of every command. A subclass registers itself under its lowercased class name
+    (or ``name``); the first line of its docstring is its summary in ``devserve help``."""
+
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name") or cls.__name__.lower()
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"command name {name!r} must match [a-z][a-z0-9_]*")
+        cls.name = name
+        COMMANDS[name] = cls
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    def run(self, args: list[str]) -> int:
+        raise NotImplementedError
+
+
+class Help(Command):
+    """List the commands."""
+
+    def run(self, args: list[str]) -> int:
+        width = max(len(name) for name in COMMANDS)
+        lines = [
+            f"usage: {PROG} [COMMAND] [OPTIONS] [TARGET]",
+            "",
+            "Commands:",
+            *(f"  {name:<{width}}  {COMMANDS[name].summary()}" for name in sorted(COMMANDS)),
+            "",
+            f"With no command, '{DEFAULT_COMMAND}' runs. TARGET is an addons folder or a "
+            "module:attribute WSGI app.",
+            f"Run '{PROG} COMMAND --help' for the options of a command.",
+        ]
+        print("\n".join(lines))
+        return ExitCode.OK
+
+
+class Server(Command):
+    """Serve an addons folder or a WSGI app (the default command)."""
+
+    def parser(self) -> ArgumentParser:
+        parser = ArgumentParser(
+            prog=f"{PROG} {self.name}",
+            description="Serve TARGET: an addons folder (every sub-folder with __init__.py "
+            "and __manifest__.py is an addon) or a WSGI callable as module:attribute.",
+            epilog="Settings are read from, lowest precedence first: defaults, the config "
+            f"file, {config.ENV_PREFIX}<NAME> environment variables, the command line.",
+        )
+        parser.add_argument(
+            "target",
+            nargs="*",
+            metavar="TARGET",
+            help="addons folder(s), or module:attribute / module:factory()",
+        )
+        config.add_arguments(parser)
+        return parser
+
+    def settings(self, args: list[str]) -> config.Settings:
+        namespace = vars(self.parser().parse_args(args))
+        targets = namespace.pop("target")
+        return config.resolve(config.merge_target(namespace, targets))
+
+    def run(self, args: list[str]) -> int:
+        return serve(self.settings(args))
+
+
+def serve(settings: config.Settings) -> int:
+    """Load, bind, serve until stopped: the ``server`` command once settings are resolved."""
+    from devserve import app, log, servers
+
+    log.setup_logging(settings.log_level, settings.logfile)
+    if settings.save and settings.config:
+        config.save_config_file(settings, settings.config)
+        _logger.info("settings saved to %s", settings.config)
+    application = app.load_app(settings)
+    if settings.stop_after_init:
+        _logger.info("loaded %s; stopping after init", app.describe_target(settings))
+        return ExitCode.OK
+    sock = servers.bind_socket(settings.http_interface, settings.http_port)
+    server = servers.ThreadedServer(
+        application,
+        sock,
+        max_threads=settings.max_http_threads,
+        shutdown_grace=settings.shutdown_grace,
+    )
+    pidfile = servers.Pidfile(settings.pidfile)
+    pidfile.write()
+    log.print_banner(
+        f"devserve serving on {server.url}",
+        [
+            ("mode", server.mode),
+            ("serving", app.describe_target(settings)),
+            ("dev", ",".join(settings.dev) or "-"),
+            ("pid", str(os.getpid())),
+        ],
+    )
+    try:
+        outcome = server.run()
+    finally:
+        pidfile.remove()
+    code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
+    if server.unfinished:
+        # Non-daemon request threads would hold the interpreter open: leave now.
+        logging.shutdown()
+        os._exit(code)
+    server.close()
+    _logger.info("stopped")
+    return code
+
+
+def _looks_like_target(word: str) -> bool:
+    return ":" in word or os.sep in word or word.startswith(".") or os.path.isdir(word)
+
+
+def _dispatch(argv: list[str]) -> int:
+    if not argv:
+        return COMMANDS[DEFAULT_COMMAND]().run([])
+    first = argv[0]
+    if first in ("-h", "--help") and len(argv) == 1:
+        return Help().run([])
+    if first in COMMANDS:
+        return COMMANDS[first]().run(argv[1:])
+    if first.startswith("-") or _looks_like_target(first):
+        return COMMANDS[DEFAULT_COMMAND]().run(argv)
+    known = ", ".join(sorted(COMMANDS))
+    raise UsageError(
+        f"unknown command {first!r} (known commands: {known}); to serve a folder or an app, "
+        "give an existing directory or module:attribute"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run devserve; returns the exit code (the console script exits with it)."""
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except DevserveError as error:
+        _logger.debug("error details", exc_info=error)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return ExitCode.FORCED

@@ -1,0 +1,464 @@
+"""Every setting, declared once.
+
+Each field of :class:`Settings` carries an :class:`Option` in its metadata: flags, help text,
+the parser that turns a string into the value, and whether ``--save`` writes it. From that one
+declaration come the argparse options (:func:`add_arguments`), the config file reading
+(:func:`read_config_file`), the ``DEVSERVE_<NAME>`` environment variables (:func:`read_env`),
+``--save`` (:func:`save_config_file`) and the settings reference in the README
+(:func:`reference_table`).
+
+Precedence, lowest first: default < config file < environment < command line (:func:`resolve`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from devserve.errors import ConfigError
+
+__all__ = [
+    "DEV_MODES",
+    "ENV_PREFIX",
+    "Option",
+    "Settings",
+    "add_arguments",
+    "default_config_path",
+    "options",
+    "read_config_file",
+    "read_env",
+    "reference_table",
+    "resolve",
+    "save_config_file",
+]
+
+ENV_PREFIX = "DEVSERVE_"
+CONFIG_SECTION = "options"
+DEFAULT_CONFIG_NAME = ".devserverc"
+
+# --dev values known so far, and what "all" expands to: every value that needs no terminal.
+DEV_MODES = ("reload", "werkzeug", "pdb")
+DEV_ALL = ("reload", "werkzeug")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+Parser = Callable[[str], Any]
+
+
+# --- value parsers: a string from the command line, the environment or a file -> a value ---
+# Each raises ValueError with a message that completes "invalid value for <option>: ...".
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "yes", "true", "on"):
+        return True
+    if word in ("0", "no", "false", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a yes/no value (use true or false)")
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+def parse_positive_int(text: str) -> int:
+    number = parse_int(text)
+    if number < 1:
+        raise ValueError(f"{text!r} must be 1 or more")
+    return number
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        seconds = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if seconds < 0:
+        raise ValueError(f"{text!r} must not be negative")
+    return seconds
+
+
+def parse_port(text: str) -> int:
+    try:
+        port = int(text.strip())
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{text!r} is not a port number (0-65535; 0 picks a free port)")
+    return port
+
+
+def parse_str(text: str) -> str:
+    return text.strip()
+
+
+def parse_path(text: str) -> str:
+    return os.path.abspath(os.path.expanduser(text.strip()))
+
+
+def split_commas(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_addons_path(text: str) -> tuple[str, ...]:
+    paths = []
+    for item in split_commas(text):
+        path = parse_path(item)
+        if not os.path.isdir(path):
+            raise ValueError(f"addons path {item!r} does not exist or is not a directory")
+        paths.append(path)
+    return tuple(paths)
+
+
+def parse_dev(text: str) -> tuple[str, ...]:
+    modes: list[str] = []
+    for item in split_commas(text):
+        expanded = DEV_ALL if item == "all" else (item,)
+        for mode in expanded:
+            if mode not in DEV_MODES:
+                valid = ", ".join((*DEV_MODES, "all"))
+                raise ValueError(f"unknown --dev option {item!r} (valid: {valid})")
+            if mode not in modes:
+                modes.append(mode)
+    return tuple(modes)
+
+
+def parse_log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"{text!r} is not a log level ({', '.join(LOG_LEVELS)})")
+    return level
+
+
+def format_value(value: Any) -> str:
+    """The inverse of the parsers, for ``--save`` and the reference table."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+# --- declarations ---
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """How one setting is spelled everywhere."""
+
+    flags: tuple[str, ...]
+    help: str
+    parse: Parser = parse_str
+    metavar: str | None = None
+    flag: bool = False  # a switch: given on the command line without a value
+    saved: bool = True  # written by --save
+    in_file: bool = True  # read from the config file
+
+
+def setting(default: Any, *flags: str, help: str, **option: Any) -> Any:
+    return dataclasses.field(
+        default=default, metadata={"option": Option(tuple(flags), help, **option)}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The resolved settings of one devserve run. Immutable; passed around, never global."""
+
+    config: str | None = setting(
+        None,
+        "-c",
+        "--config",
+        help=f"INI config file, section [{CONFIG_SECTION}] (default: ~/{DEFAULT_CONFIG_NAME} "
+        "when it exists)",
+        parse=parse_path,
+        metavar="FILE",
+        saved=False,
+        in_file=False,
+    )
+    save: bool = setting(
+        False,
+        "--save",
+        help="write the resolved settings to the config file (mode 600; never writes --dev)",
+        parse=parse_bool,
+        flag=True,
+        saved=False,
+        in_file=False,
+    )
+    addons_path: tuple[str, ...] = setting(
+        (),
+        "--addons-path",
+        help="comma-separated folders of addons to serve (a positional directory is added)",
+        parse=parse_addons_path,
+        metavar="DIRS",
+    )
+    app: str | None = setting(
+        None,
+        "--app",
+        help="a WSGI callable to serve, as module:attribute or module:factory() "
+        "(also taken from a positional argument)",
+        metavar="MODULE:ATTR",
+    )
+    http_interface: str = setting(
+        "127.0.0.1",
+        "--http-interface",
+        help="address to listen on (0.0.0.0 or :: to accept connections from the network)",
+        metavar="ADDRESS",
+    )
+    http_port: int = setting(
+        8069,
+        "-p",
+        "--http-port",
+        help="port to listen on (0 picks a free port)",
+        parse=parse_port,
+        metavar="PORT",
+    )
+    dev: tuple[str, ...] = setting(
+        (),
+        "--dev",
+        help="comma-separated developer features: reload, werkzeug, pdb; "
+        "all = every one that needs no terminal",
+        parse=parse_dev,
+        metavar="FEATURES",
+        saved=False,
+    )
+    max_http_threads: int | None = setting(
+        None,
+        "--max-http-threads",
+        help="cap on concurrent request threads; extra connections wait in the listen backlog "
+        "(default: no cap)",
+        parse=parse_positive_int,
+        metavar="N",
+    )
+    shutdown_grace: float = setting(
+        5.0,
+        "--shutdown-grace",
+        help="seconds that running requests get to finish on INT/TERM before devserve exits",
+        parse=parse_seconds,
+        metavar="SECONDS",
+    )
+    pidfile: str | None = setting(
+        None,
+        "--pidfile",
+        help="write the server's PID to this file; removed at exit",
+        parse=parse_path,
+        metavar="FILE",
+    )
+    log_level: str = setting(
+        "info",
+        "--log-level",
+        help=f"log level: {', '.join(LOG_LEVELS)}",
+        parse=parse_log_level,
+        metavar="LEVEL",
+    )
+    logfile: str | None = setting(
+        None,
+        "--logfile",
+        help="write the log to this file instead of the terminal",
+        parse=parse_path,
+        metavar="FILE",
+    )
+    stop_after_init: bool = setting(
+        False,
+        "--stop-after-init",
+        help="load the app and every addon (so import errors show), then exit without serving",
+        parse=parse_bool,
+        flag=True,
+        saved=False,
+    )
+
+    @property
+    def reload(self) -> bool:
+        return "reload" in self.dev
+
+
+def options() -> list[tuple[dataclasses.Field[Any], Option]]:
+    """Every declared setting with its option, in declaration order."""
+    return [(field, field.metadata["option"]) for field in dataclasses.fields(Settings)]
+
+
+def env_var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _parse(name: str, text: str, source: str) -> Any:
+    option = next(option for field, option in options() if field.name == name)
+    try:
+        return option.parse(text)
+    except ValueError as error:
+        raise ConfigError(f"invalid value for {name} in {source}: {error}") from None
+
+
+# --- the four sources ---
+
+
+class _ParserType:
+    """Adapts a value parser to argparse, which reports ArgumentTypeError messages verbatim."""
+
+    def __init__(self, parse: Parser) -> None:
+        self.parse = parse
+        self.__name__ = parse.__name__
+
+    def __call__(self, text: str) -> Any:
+        try:
+            return self.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one option per setting. Options not given stay absent from the namespace, so the
+    lower layers (file, environment) show through."""
+    group = parser.add_argument_group("settings")
+    for field, option in options():
+        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS}
+        help_text = option.help
+        if option.in_file or field.name == "config":
+            help_text += f" [env {env_var(field.name)}]"
+        if option.flag:
+            group.add_argument(*option.flags, action="store_true", help=help_text, **kwargs)
+        else:
+            group.add_argument(
+                *option.flags,
+                type=_ParserType(option.parse),
+                metavar=option.metavar,
+                help=help_text,
+                **kwargs,
+            )
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for field, option in options():
+        if not option.in_file:
+            continue
+        name = env_var(field.name)
+        if name in environ:
+            values[field.name] = _parse(field.name, environ[name], f"environment variable {name}")
+    return values
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The ``[options]`` section of an INI file. Unknown keys are ignored with a warning
+    (kept for forward compatibility); the literal ``None`` means "not set"."""
+    import logging
+
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as file:
+            parser.read_file(file)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read config file {path}: {error.strerror}; check the path given to -c/--config"
+        ) from None
+    except configparser.Error as error:
+        first_line = str(error).splitlines()[0]
+        raise ConfigError(
+            f"config file {path} is not a valid INI file ({first_line}); fix it or remove it"
+        ) from None
+    if not parser.has_section(CONFIG_SECTION):
+        return {}
+    known = {field.name: option for field, option in options() if option.in_file}
+    values: dict[str, Any] = {}
+    for key, text in parser.items(CONFIG_SECTION):
+        if key not in known:
+            logging.getLogger("devserve.config").warning(
+                "unknown setting %r in %s ignored", key, path
+            )
+            continue
+        if text.strip() != "None":
+            values[key] = _parse(key, text, f"config file {path}")
+    return values
+
+
+def save_config_file(settings: Settings, path: str) -> None:
+    """Write every saved setting that has a value, sorted, to a file only its owner can read."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.add_section(CONFIG_SECTION)
+    for field, option in sorted(options(), key=lambda item: item[0].name):
+        value = getattr(settings, field.name)
+        if option.saved and value is not None:
+            parser.set(CONFIG_SECTION, field.name, format_value(value))
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.chmod(path, 0o600)  # O_CREAT's mode does not apply to an existing file
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            parser.write(file)
+    except OSError as error:
+        raise ConfigError(f"cannot write config file {path}: {error.strerror}") from None
+
+
+def default_config_path(environ: Mapping[str, str]) -> str:
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, DEFAULT_CONFIG_NAME)
+
+
+def resolve(
+    command_line: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Layer the sources: default < config file < environment < command line."""
+    environ = os.environ if environ is None else environ
+    from_env = read_env(environ)
+    explicit = command_line.get("config") or (
+        parse_path(environ[env_var("config")]) if env_var("config") in environ else None
+    )
+    config_path = explicit or default_config_path(environ)
+    values: dict[str, Any] = {}
+    if explicit or os.path.isfile(config_path):
+        # An unreadable file named explicitly is an error, except with --save (it creates it).
+        if os.path.exists(config_path) or not command_line.get("save"):
+            values.update(read_config_file(config_path))
+        values["config"] = config_path
+    values.update(from_env)
+    values.update(command_line)
+    if command_line.get("save"):
+        values["config"] = config_path
+    return Settings(**values)
+
+
+def reference_table() -> str:
+    """The settings reference in Markdown, as the README shows it."""
+    rows = [
+        "| option | env / config key | default | description |",
+        "|---|---|---|---|",
+    ]
+    for field, option in options():
+        flags = ", ".join(f"`{flag}`" for flag in option.flags)
+        if option.metavar:
+            flags += f" `{option.metavar}`"
+        key = f"`{env_var(field.name)}`"
+        if option.in_file:
+            key += f" / `{field.name}`"
+        default = "" if field.default in (None, ()) else f"`{format_value(field.default)}`"
+        rows.append(f"| {flags} | {key} | {default} | {option.help} |")
+    return "\n".join(rows)
+
+
+def merge_target(values: dict[str, Any], targets: Iterable[str]) -> dict[str, Any]:
+    """Fold positional targets into the settings: directories join the addons path, a
+    ``module:attribute`` becomes the app."""
+    values = dict(values)
+    for target in targets:
+        if ":" in target and not os.path.isdir(target):
+            if "app" in values:
+                raise ConfigError(
+                    f"two apps given ({values['app']!r} and {target!r}); serve one at a time"
+                )
+            values["app"] = target
+        else:
+            try:
+                paths = parse_addons_path(target)
+            except ValueError as error:
+                raise ConfigError(
+                    f"{error}; give an existing addons folder or a module:attribute app"
+                ) from None
+            values["addons_path"] = tuple(values.get("addons_path", ())) + paths
+    return values

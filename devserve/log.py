@@ -1,0 +1,114 @@
+"""Logging set-up, done once by the CLI. The only module that knows about rich.
+
+On a terminal: rich's handler, a banner panel and a request log coloured by status. Anywhere
+else (a log file, a pipe, an IDE console without a TTY): plain, greppable lines.
+``NO_COLOR`` and ``FORCE_COLOR`` are honoured (rich reads them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+__all__ = ["PLAIN_FORMAT", "print_banner", "setup_logging", "status_style", "uses_rich"]
+
+PLAIN_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+_rich_console: object | None = None  # the rich Console when logging goes through rich
+
+
+def status_style(status: int) -> str:
+    """The colour of a response status in the request log."""
+    if status >= 500:
+        return "bold magenta"
+    if status >= 400:
+        return "yellow" if status == 404 else "bold red"
+    if status == 304:
+        return "cyan"
+    if status >= 300:
+        return "green"
+    return "default"
+
+
+def uses_rich(stream: TextIO, logfile: str | None) -> bool:
+    if logfile:
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def setup_logging(level: str = "info", logfile: str | None = None) -> None:
+    """Install one handler on the root logger (so the app's own logs show too)."""
+    global _rich_console
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    handler: logging.Handler
+    if uses_rich(sys.stderr, logfile):
+        from rich.console import Console
+
+        _rich_console = Console(stderr=True)
+        handler = _rich_handler(_rich_console)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        _rich_console = None
+        if logfile:
+            try:
+                handler = logging.FileHandler(logfile, encoding="utf-8")
+            except OSError as error:
+                from devserve.errors import ConfigError
+
+                raise ConfigError(
+                    f"cannot open log file {logfile}: {error.strerror}; check --logfile"
+                ) from None
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Werkzeug adds a handler of its own unless one up the tree handles its level.
+    logging.getLogger("werkzeug").setLevel(level.upper())
+
+
+def print_banner(title: str, rows: Sequence[tuple[str, str]]) -> None:
+    """The start-up banner: a panel on a terminal, one log line per row otherwise."""
+    logger = logging.getLogger("devserve")
+    if _rich_console is None:
+        logger.info("%s", title)
+        for label, value in rows:
+            logger.info("  %s: %s", label, value)
+        return
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in rows:
+        table.add_row(label, value)
+    assert isinstance(_rich_console, Console)
+    _rich_console.print(Panel(table, title=title, expand=False, border_style="cyan"))
+
+
+def _rich_handler(console: object) -> logging.Handler:
+    """rich is imported here, only when logging goes to a terminal: it costs start-up time,
+    and start-up time is reload latency."""
+    from rich.logging import RichHandler
+    from rich.text import Text
+
+    class StatusRichHandler(RichHandler):
+        """Colours request-log records (those logged with ``extra={"status": code}``)."""
+
+        def render_message(self, record: logging.LogRecord, message: str) -> Text:
+            text = Text(message)
+            status = getattr(record, "status", None)
+            if isinstance(status, int):
+                text.stylize(status_style(status))
+            return text
+
+    return StatusRichHandler(console=console, show_path=False)  # type: ignore[arg-type]

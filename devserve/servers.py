@@ -1,0 +1,407 @@
+"""Server modes: the threaded server (default); prefork and gevent come next to it.
+
+One control loop per process runs in the main thread: it accepts connections and handles
+events. Signal handlers, request threads and (later) the file watcher never act themselves:
+they post an event and wake the loop through a pipe, and the loop dispatches. Werkzeug's
+request handler serves each connection in its own non-daemon thread, which records what it
+is serving so stack dumps and limits can name it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import errno
+import logging
+import os
+import queue
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+
+from devserve.errors import BindError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+__all__ = [
+    "Outcome",
+    "Pidfile",
+    "RequestInfo",
+    "RequestThread",
+    "ThreadedServer",
+    "bind_socket",
+    "capture_signals",
+]
+
+_logger = logging.getLogger(__name__)
+_access_logger = logging.getLogger("devserve.access")
+
+LISTEN_BACKLOG = 1024  # connections that arrive while devserve restarts wait here
+FIRST_BYTE_TIMEOUT = 30.0  # an idle connection (a browser's preconnect) is closed after this
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Outcome(enum.Enum):
+    """How a server's run ended."""
+
+    STOP = "stop"  # INT/TERM: exit
+    RELOAD = "reload"  # HUP or a code change: re-exec in place
+    FORCED = "forced"  # a second INT/TERM while draining: exit now
+
+
+def bind_socket(interface: str, port: int) -> socket.socket:
+    """A listening TCP socket, or a BindError that says what to do."""
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    where = f"[{interface}]:{port}" if family == socket.AF_INET6 else f"{interface}:{port}"
+    try:
+        return socket.create_server((interface, port), family=family, backlog=LISTEN_BACKLOG)
+    except socket.gaierror:
+        raise BindError(
+            f"cannot listen on {interface!r}: it is not an address or known host name of this "
+            "machine; check --http-interface"
+        ) from None
+    except PermissionError:
+        raise BindError(
+            f"permission denied to listen on {where}: ports below 1024 need privileges; "
+            "choose another port with -p/--http-port"
+        ) from None
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise BindError(
+                f"port {port} is already in use on {interface}: stop the program using it, "
+                "or choose another port with -p/--http-port"
+            ) from None
+        if error.errno == errno.EADDRNOTAVAIL:
+            raise BindError(
+                f"cannot listen on {interface}: not an address of this machine; "
+                "check --http-interface"
+            ) from None
+        raise BindError(f"cannot listen on {where}: {error.strerror}") from None
+
+
+@contextlib.contextmanager
+def capture_signals(
+    signals: tuple[signal.Signals, ...], notify: Callable[[Any], None]
+) -> Iterator[None]:
+    """While inside, the signals only post themselves as events; old handlers come back after."""
+    previous = {}
+    for signum in signals:
+        previous[signum] = signal.signal(signum, lambda number, _frame: notify(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class Pidfile:
+    """Writes the PID at start; only the process that wrote the file removes it."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.owner: int | None = None
+
+    def write(self) -> None:
+        if self.path:
+            with open(self.path, "w", encoding="ascii") as file:
+                file.write(f"{os.getpid()}\n")
+            self.owner = os.getpid()
+
+    def remove(self) -> None:
+        if self.path and self.owner == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self.owner = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestInfo:
+    """What a request thread is serving, for stack dumps and limits."""
+
+    method: str
+    path: str
+    client: str
+    started: float  # time.monotonic()
+
+    @property
+    def age(self) -> float:
+        return time.monotonic() - self.started
+
+
+class RequestThread(threading.Thread):
+    """A thread serving one connection. Non-daemon: a stop lets it finish."""
+
+    kind = "request"
+
+    def __init__(self, target: Callable[..., None], connection: socket.socket, number: int):
+        super().__init__(target=target, args=(connection, self), name=f"devserve.request.{number}")
+        self.connection = connection
+        self.started_at = time.monotonic()
+        self.request: RequestInfo | None = None
+        self.waiting = True  # no byte received yet: an idle connection
+
+
+class RequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler, recording the request on its thread and logging it our way."""
+
+    def run_wsgi(self) -> None:
+        thread = threading.current_thread()
+        if isinstance(thread, RequestThread):
+            client = self.client_address[0] if self.client_address else "-"
+            thread.request = RequestInfo(self.command, self.path, client, time.monotonic())
+        super().run_wsgi()
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        thread = threading.current_thread()
+        info = thread.request if isinstance(thread, RequestThread) else None
+        took = f"{info.age * 1000:.1f}ms" if info else "-"
+        status = int(code) if str(code).isdigit() else 0
+        _access_logger.info(
+            '%s "%s" %s %s %s',
+            self.address_string(),
+            getattr(self, "requestline", "-"),
+            code,
+            size,
+            took,
+            extra={"status": status},
+        )
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _access_logger.info("%s " + format, self.address_string(), *args)
+
+    def log_error(self, format: str, *args: Any) -> None:
+        _access_logger.warning("%s " + format, self.address_string(), *args)
+
+
+class _WerkzeugServer(ThreadedWSGIServer):
+    """Werkzeug's threaded server on an existing socket; threads and accepting are ours."""
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        _logger.log(logging.getLevelName(type.upper()), message.rstrip(), *args)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _logger.exception("unexpected error while serving %s", client_address)
+
+
+class ThreadedServer:
+    """The default mode: one thread per connection, a control loop in the main thread."""
+
+    mode = "threaded"
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        sock: socket.socket,
+        *,
+        max_threads: int | None = None,
+        shutdown_grace: float = 5.0,
+    ) -> None:
+        host, port = sock.getsockname()[:2]
+        self.httpd = _WerkzeugServer(host, port, app, handler=RequestHandler, fd=sock.fileno())
+        sock.close()  # werkzeug serves a duplicate of it
+        self.listener = self.httpd.socket
+        self.listener.setblocking(False)
+        self.shutdown_grace = shutdown_grace
+        self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
+        self._threads: set[RequestThread] = set()
+        self._threads_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_threads) if max_threads else None
+        self._accepting = False
+        self._draining = False
+        self._thread_count = 0
+        self._outcome: Outcome | None = None
+        self.unfinished = 0  # requests still running when run() returned
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.listener.getsockname()[:2]
+        return host, port
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}"
+
+    # --- events ---
+
+    def notify(self, event: Any) -> None:
+        """Post an event and wake the control loop. Safe from signal handlers and threads."""
+        self.events.put(event)
+        with contextlib.suppress(BlockingIOError):  # a full pipe is a pending wake-up
+            os.write(self._wake_write, b"\0")
+
+    def _handle_events(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_read, 4096)
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self.handle_event(event)
+
+    def handle_event(self, event: Any) -> None:
+        if event in STOP_SIGNALS:
+            if self._outcome is None:
+                self._outcome = Outcome.STOP
+            elif self._draining:
+                self._outcome = Outcome.FORCED
+        elif event == signal.SIGHUP and self._outcome is None:
+            self._outcome = Outcome.RELOAD
+        elif event == "slot-free" and self._slots is not None:
+            self._set_accepting(self._outcome is None)
+
+    # --- serving ---
+
+    def run(self) -> Outcome:
+        """Serve until a stop or reload is asked for; then drain. Returns what ended it."""
+        with capture_signals((*STOP_SIGNALS, signal.SIGHUP), self.notify):
+            self._set_accepting(True)
+            while self._outcome is None:
+                for key, _ in self._selector.select():
+                    if key.data == "wake":
+                        self._handle_events()
+                    elif self._outcome is None:
+                        self._accept()
+            self._set_accepting(False)
+            if self._outcome is Outcome.STOP:
+                self.listener.close()  # new clients are refused from now on
+                self._log_stopping()
+            self._drain()
+        return self._outcome
+
+    def _set_accepting(self, accepting: bool) -> None:
+        if accepting and not self._accepting:
+            self._selector.register(self.listener, selectors.EVENT_READ, "accept")
+        elif not accepting and self._accepting:
+            self._selector.unregister(self.listener)
+        self._accepting = accepting
+
+    def _accept(self) -> None:
+        if self._slots is not None and not self._slots.acquire(blocking=False):
+            self._set_accepting(False)  # full: connections wait in the backlog
+            return
+        try:
+            connection, _address = self.listener.accept()
+        except (BlockingIOError, ConnectionAbortedError, InterruptedError):
+            if self._slots is not None:
+                self._slots.release()
+            return
+        self._thread_count += 1
+        thread = RequestThread(self._serve_connection, connection, self._thread_count)
+        with self._threads_lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _serve_connection(self, connection: socket.socket, thread: RequestThread) -> None:
+        try:
+            client = connection.getpeername()
+            if self._await_first_byte(connection, thread):
+                self.httpd.finish_request(connection, client)
+        except OSError:
+            pass  # the client went away
+        except Exception:
+            self.httpd.handle_error(connection, None)
+        finally:
+            self.httpd.shutdown_request(connection)
+            with self._threads_lock:
+                self._threads.discard(thread)
+            if self._slots is not None:
+                self._slots.release()
+                self.notify("slot-free")
+            if self._draining:
+                self.notify("request-done")
+
+    def _await_first_byte(self, connection: socket.socket, thread: RequestThread) -> bool:
+        """Wait for the request to start, so a draining server can tell an idle connection
+        (closed at once) from one whose request has begun (served)."""
+        connection.settimeout(FIRST_BYTE_TIMEOUT)
+        try:
+            started = connection.recv(1, socket.MSG_PEEK) != b""
+        except (TimeoutError, OSError):
+            started = False
+        with self._threads_lock:
+            thread.waiting = False
+        connection.settimeout(None)
+        return started
+
+    # --- stopping ---
+
+    def _log_stopping(self) -> None:
+        busy = self.busy_requests()
+        if busy:
+            _logger.info(
+                "stopping: waiting up to %gs for %d running request(s); "
+                "press CTRL-C again or send a second signal to stop at once",
+                self.shutdown_grace,
+                len(busy),
+            )
+        else:
+            _logger.info("stopping")
+
+    def busy_requests(self) -> list[RequestThread]:
+        with self._threads_lock:
+            return [thread for thread in self._threads if not thread.waiting]
+
+    def _close_idle_connections(self) -> None:
+        with self._threads_lock:
+            for thread in self._threads:
+                if thread.waiting and not _readable(thread.connection):
+                    with contextlib.suppress(OSError):
+                        thread.connection.shutdown(socket.SHUT_RDWR)
+
+    def _drain(self) -> None:
+        """Let running requests finish within the grace period. A second INT/TERM ends the
+        wait at once."""
+        self._draining = True
+        self._close_idle_connections()
+        deadline = time.monotonic() + self.shutdown_grace
+        while self._outcome is not Outcome.FORCED:
+            with self._threads_lock:
+                running = [thread for thread in self._threads if thread.is_alive()]
+            remaining = deadline - time.monotonic()
+            if not running or remaining <= 0:
+                break
+            for key, _ in self._selector.select(timeout=remaining):
+                if key.data == "wake":
+                    self._handle_events()
+        with self._threads_lock:
+            self.unfinished = sum(1 for thread in self._threads if thread.is_alive())
+        if self._outcome is Outcome.FORCED:
+            _logger.warning("forced stop: %d request(s) cut short", self.unfinished)
+        elif self.unfinished:
+            _logger.warning(
+                "%d request(s) still running after the %gs grace period are cut short",
+                self.unfinished,
+                self.shutdown_grace,
+            )
+
+    def close(self) -> None:
+        self._selector.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+        with contextlib.suppress(OSError):
+            self.listener.close()
+
+
+def _readable(connection: socket.socket) -> bool:
+    with selectors.DefaultSelector() as selector:
+        try:
+            selector.register(connection, selectors.EVENT_READ)
+        except (ValueError, OSError):
+            return False
+        return bool(selector.select(timeout=0))

@@ -1,0 +1,6 @@
+{
+    "name": "Hello",
+    "version": "1.0",
+    "depends": [],
+    "summary": "The example addon: an HTML page, a route with a converter, a static file.",
+}
