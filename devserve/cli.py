@@ -33,6 +33,9 @@ class ArgumentParser(argparse.ArgumentParser):
     """Reports bad input as a UsageError instead of printing usage and exiting."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("argument "):
+            # A bad value: the parser's message already names the option and the problem.
+            raise UsageError(message.removeprefix("argument "))
         raise UsageError(f"{message}; run '{self.prog} --help' to see the options")
 
 

@@ -434,9 +434,12 @@ def reference_table() -> str:
         flags = ", ".join(f"`{flag}`" for flag in option.flags)
         if option.metavar:
             flags += f" `{option.metavar}`"
-        key = f"`{env_var(field.name)}`"
         if option.in_file:
-            key += f" / `{field.name}`"
+            key = f"`{env_var(field.name)}` / `{field.name}`"
+        elif field.name == "config":
+            key = f"`{env_var(field.name)}`"
+        else:
+            key = "command line only"
         default = "" if field.default in (None, ()) else f"`{format_value(field.default)}`"
         rows.append(f"| {flags} | {key} | {default} | {option.help} |")
     return "\n".join(rows)

@@ -154,10 +154,15 @@ class RequestHandler(WSGIRequestHandler):
 
     def run_wsgi(self) -> None:
         thread = threading.current_thread()
-        if isinstance(thread, RequestThread):
-            client = self.client_address[0] if self.client_address else "-"
-            thread.request = RequestInfo(self.command, self.path, client, time.monotonic())
-        super().run_wsgi()
+        if not isinstance(thread, RequestThread):
+            super().run_wsgi()
+            return
+        client = self.client_address[0] if self.client_address else "-"
+        thread.request = RequestInfo(self.command, self.path, client, time.monotonic())
+        try:
+            super().run_wsgi()
+        finally:
+            thread.request = None
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         thread = threading.current_thread()
@@ -354,8 +359,9 @@ class ThreadedServer:
             _logger.info("stopping")
 
     def busy_requests(self) -> list[RequestThread]:
+        """The threads inside the app right now."""
         with self._threads_lock:
-            return [thread for thread in self._threads if not thread.waiting]
+            return [thread for thread in self._threads if thread.request is not None]
 
     def _close_idle_connections(self) -> None:
         with self._threads_lock:

@@ -1,0 +1,45 @@
+"""A plain WSGI app for integration tests: quick, slow and concurrency-counting routes.
+
+/                 -> "ok"
+/slow?seconds=S   -> sleeps S seconds, then "slept S"
+/stats            -> "max_concurrent=N" (the most requests seen running at once)
+"""
+
+import threading
+import time
+from urllib.parse import parse_qs
+
+_lock = threading.Lock()
+_running = 0
+_max_running = 0
+
+
+def app(environ, start_response):
+    global _running, _max_running
+    path = environ["PATH_INFO"]
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if path == "/stats":
+        body = f"max_concurrent={_max_running}"
+    elif path == "/slow":
+        seconds = float(query.get("seconds", ["1"])[0])
+        with _lock:
+            _running += 1
+            _max_running = max(_max_running, _running)
+        try:
+            time.sleep(seconds)
+        finally:
+            with _lock:
+                _running -= 1
+        body = f"slept {seconds}"
+    else:
+        body = "ok"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body.encode()]
+
+
+def create_app(greeting="factory ok"):
+    def factory_app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [greeting.encode()]
+
+    return factory_app

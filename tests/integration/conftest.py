@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import DevserveProcess, clean_env
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.when == "call":
+        item.stash[_failed_key] = report.failed
+    return report
+
+
+_failed_key = pytest.StashKey[bool]()
+
+StartDevserve = Callable[..., DevserveProcess]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    return clean_env(home)
+
+
+@pytest.fixture
+def devserve(
+    request: pytest.FixtureRequest, tmp_path: Path, env: dict[str, str]
+) -> Iterator[StartDevserve]:
+    """Start devserve processes; every one is killed (process group) after the test, and its
+    log is printed when the test failed."""
+    started: list[DevserveProcess] = []
+
+    def start(
+        *args: str,
+        cwd: Path | None = None,
+        env_extra: Mapping[str, str] | None = None,
+        command: Sequence[str] | None = None,
+        ready: bool = True,
+    ) -> DevserveProcess:
+        process = DevserveProcess(
+            args,
+            cwd=cwd or tmp_path,
+            log_path=tmp_path / f"devserve-{len(started)}.log",
+            env={**env, **(env_extra or {})},
+            command=command,
+        )
+        started.append(process)
+        return process.wait_ready() if ready else process
+
+    yield start
+    for process in started:
+        process.stop()
+    if request.node.stash.get(_failed_key, False):
+        for process in started:
+            print(f"\n--- log of devserve {' '.join(process.args)} (pid {process.pid}) ---")
+            print(process.log)

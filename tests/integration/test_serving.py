@@ -1,0 +1,138 @@
+"""The real CLI serves the example addons and plain WSGI apps."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+from pathlib import Path
+
+from tests.integration.conftest import StartDevserve
+from tests.integration.harness import APPS, EXAMPLE_ADDONS, Response
+
+
+def test_example_addons_page_converter_and_static(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", str(EXAMPLE_ADDONS))
+
+    page = server.request("/")
+    assert page.status == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "<h1>Hello from devserve</h1>" in page.text
+
+    assert server.request("/hello/repeat/3").text == "hello\n" * 3
+    assert server.request("/hello/repeat/three").status == 404  # <int:count> rejects it
+    assert "Hello, world!" in server.request("/hello/world").text
+
+    css = server.request("/hello/static/hello.css")
+    assert css.status == 200
+    assert css.headers["Content-Type"].startswith("text/css")
+    assert css.headers["X-Content-Type-Options"] == "nosniff"
+    assert css.body == (EXAMPLE_ADDONS / "hello" / "static" / "hello.css").read_bytes()
+
+    assert server.request("/hello/static/../__manifest__.py").status == 404
+    assert server.request("/no/such/page").status == 404
+
+
+def test_banner_names_address_mode_target_dev_and_pid(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", "--dev", "reload,werkzeug", str(EXAMPLE_ADDONS))
+    log = server.log
+    assert f"serving on http://127.0.0.1:{server.port}" in log
+    assert "mode: threaded" in log
+    assert f"serving: addons in {EXAMPLE_ADDONS}" in log
+    assert "dev: reload,werkzeug" in log
+    assert f"pid: {server.pid}" in log
+
+
+def test_request_log_line(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", str(EXAMPLE_ADDONS))
+    server.request("/hello/repeat/2")
+    server.wait_for_log(r'devserve\.access: 127\.0\.0\.1 "GET /hello/repeat/2 HTTP/1\.1" 200 ')
+
+
+def test_wsgi_app_by_module_and_attribute(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", "slowapp:app", cwd=APPS)
+    assert server.request("/").text == "ok"
+    assert "serving: slowapp:app" in server.log
+
+
+def test_wsgi_app_from_a_factory_call(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", "slowapp:create_app('made by a factory')", cwd=APPS)
+    assert server.request("/").text == "made by a factory"
+
+
+def test_package_wsgi_module_in_current_directory(devserve: StartDevserve, tmp_path: Path) -> None:
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "wsgi.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'mypkg says hi']\n"
+    )
+    server = devserve("-p", "0", "mypkg.wsgi:app", cwd=tmp_path)
+    assert server.request("/anything").text == "mypkg says hi"
+
+
+def test_python_dash_m_devserve(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", str(EXAMPLE_ADDONS), command=[sys.executable, "-m", "devserve"])
+    assert server.request("/hello/repeat/1").text == "hello\n"
+
+
+def test_settings_from_config_file_and_environment(devserve: StartDevserve, tmp_path: Path) -> None:
+    config = tmp_path / "devserve.conf"
+    config.write_text(f"[options]\naddons_path = {EXAMPLE_ADDONS}\nhttp_port = 1\n")
+    # The environment beats the file's port 1, which would need privileges.
+    server = devserve("-c", str(config), env_extra={"DEVSERVE_HTTP_PORT": "0"})
+    assert server.port not in (0, 1)
+    assert server.request("/hello/repeat/1").status == 200
+
+
+def test_default_config_file_in_home(devserve: StartDevserve, env: dict[str, str]) -> None:
+    Path(env["HOME"], ".devserverc").write_text(
+        f"[options]\naddons_path = {EXAMPLE_ADDONS}\nhttp_port = 0\n"
+    )
+    server = devserve()
+    assert server.request("/").status == 200
+
+
+def test_save_writes_a_private_file_without_dev(devserve: StartDevserve, tmp_path: Path) -> None:
+    config = tmp_path / "saved.conf"
+    server = devserve(
+        "-c", str(config), "--save", "--dev", "reload", "-p", "0", str(EXAMPLE_ADDONS)
+    )
+    assert server.request("/").status == 200
+    text = config.read_text()
+    assert f"addons_path = {EXAMPLE_ADDONS}" in text
+    assert "http_port = 0" in text
+    assert "dev" not in text.replace("devserve", "")
+    assert stat.S_IMODE(os.stat(config).st_mode) == 0o600
+
+
+def test_max_http_threads_caps_concurrent_requests(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", "--max-http-threads", "1", "slowapp:app", cwd=APPS)
+    responses = _concurrently(server, ["/slow?seconds=0.3"] * 3)
+    assert [r.status for r in responses] == [200, 200, 200]
+    assert server.request("/stats").text == "max_concurrent=1"
+
+
+def test_without_a_cap_requests_run_concurrently(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", "slowapp:app", cwd=APPS)
+    responses = _concurrently(server, ["/slow?seconds=0.5"] * 3)
+    assert [r.status for r in responses] == [200, 200, 200]
+    assert server.request("/stats").text == "max_concurrent=3"
+
+
+def _concurrently(server, paths: list[str]) -> list[Response]:  # type: ignore[no-untyped-def]
+    results: list[Response | None] = [None] * len(paths)
+
+    def fetch(index: int, path: str) -> None:
+        results[index] = server.request(path)
+
+    threads = [threading.Thread(target=fetch, args=item) for item in enumerate(paths)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert all(result is not None for result in results), "a request did not complete"
+    return [result for result in results if result is not None]
