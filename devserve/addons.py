@@ -53,7 +53,7 @@ def read_manifest(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as file:
             manifest = ast.literal_eval(file.read())
-    except (OSError, ValueError, SyntaxError) as error:
+    except (OSError, ValueError, TypeError, SyntaxError) as error:
         raise ConfigError(
             f"cannot read {path}: {exception_summary(error)}; a manifest is one dict literal"
         ) from None

@@ -19,7 +19,7 @@ from devserve.errors import AppLoadError, ConfigError, exception_summary
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["describe_target", "import_app", "load_app"]
+__all__ = ["describe_target", "import_app", "load_app", "watch_roots"]
 
 
 def load_app(settings: Settings) -> WSGIApplication:
@@ -34,6 +34,31 @@ def load_app(settings: Settings) -> WSGIApplication:
         "nothing to serve: give an addons folder or a module:attribute WSGI app "
         "(for example: devserve examples/addons)"
     )
+
+
+def watch_roots(settings: Settings) -> list[str]:
+    """The folders --dev reload watches: the addons paths, or the folder of the app's
+    top-level package (the module's own folder for a lone module), plus --reload-path."""
+    import importlib.util
+
+    roots = list(settings.addons_path)
+    if settings.app:
+        top_level = settings.app.partition(":")[0].split(".")[0]
+        cwd = os.getcwd()
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)
+        try:
+            spec = importlib.util.find_spec(top_level)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            roots.extend(spec.submodule_search_locations)
+        elif spec is not None and spec.origin and os.path.isfile(spec.origin):
+            roots.append(os.path.dirname(spec.origin))
+        else:
+            roots.append(cwd)
+    roots.extend(settings.reload_path)
+    return list(dict.fromkeys(roots))
 
 
 def describe_target(settings: Settings) -> str:

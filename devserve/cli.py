@@ -13,11 +13,16 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
-from typing import Any, ClassVar, NoReturn
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from devserve import config
-from devserve.errors import DevserveError, ExitCode, UsageError
+from devserve.errors import AppLoadError, ConfigError, DevserveError, ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 __all__ = ["Command", "Help", "Server", "main"]
 
@@ -110,26 +115,84 @@ class Server(Command):
 
 
 def serve(settings: config.Settings) -> int:
-    """Load, bind, serve until stopped: the ``server`` command once settings are resolved."""
-    from devserve import app, log, servers
+    """Load, bind (or adopt), serve until stopped or reloaded: the ``server`` command once
+    settings are resolved. A reload re-execs this process and never returns."""
+    from devserve import app, log, reloader, servers
 
     log.setup_logging(settings.log_level, settings.logfile)
+    reloaded = reloader.reload_started()
     if settings.save and settings.config:
         config.save_config_file(settings, settings.config)
         _logger.info("settings saved to %s", settings.config)
-    application = app.load_app(settings)
+    if not (settings.app or settings.addons_path):
+        raise ConfigError(
+            "nothing to serve: give an addons folder or a module:attribute WSGI app "
+            "(for example: devserve examples/addons)"
+        )
     if settings.stop_after_init:
+        app.load_app(settings)
         _logger.info("loaded %s; stopping after init", app.describe_target(settings))
         return ExitCode.OK
-    sock = servers.bind_socket(settings.http_interface, settings.http_port)
+
+    sock = reloader.adopt_socket() or servers.bind_socket(
+        settings.http_interface, settings.http_port
+    )
+    load_started = time.time()
+    application, broken_files = _load_or_show_error(settings)
+    watcher = _Watch(settings, broken_files, since=load_started if reloaded else None)
     server = servers.ThreadedServer(
         application,
         sock,
         max_threads=settings.max_http_threads,
         shutdown_grace=settings.shutdown_grace,
+        reload_grace=settings.reload_grace,
+        on_changes=watcher.accepts,
     )
     pidfile = servers.Pidfile(settings.pidfile)
     pidfile.write()
+    if reloaded:
+        first_seen, cause = reloaded
+        _logger.info("reloaded in %.0f ms: %s", reloader.elapsed_ms(first_seen), cause)
+    else:
+        _print_banner(settings, server)
+    watcher.start_in_background(server.notify)
+    outcome = server.run()
+    if outcome is servers.Outcome.RELOAD:
+        watcher.stop()
+        cause, first_seen = server.reload_cause
+        reloader.reexec(server.listener, cause, first_seen)
+    pidfile.remove()
+    code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
+    if server.unfinished:
+        # Non-daemon request threads would hold the interpreter open: leave now.
+        logging.shutdown()
+        os._exit(code)
+    server.close()
+    _logger.info("stopped")
+    return code
+
+
+def _load_or_show_error(settings: config.Settings) -> tuple[WSGIApplication, list[str]]:
+    """The app; with --dev reload, an app that fails to load is replaced by a 500 page
+    that shows why, and the files of the traceback are watched too."""
+    from devserve import app, reloader
+
+    try:
+        return app.load_app(settings), []
+    except (AppLoadError, ConfigError) as error:
+        if not settings.reload:
+            raise
+        _logger.error(
+            "%s; serving the error until a watched file changes",
+            error,
+            exc_info=error.__cause__ or error,
+        )
+        return reloader.error_app(error), reloader.traceback_files(error)
+
+
+def _print_banner(settings: config.Settings, server: Any) -> None:
+    from devserve import app, log
+
     log.print_banner(
         f"devserve serving on {server.url}",
         [
@@ -139,18 +202,59 @@ def serve(settings: config.Settings) -> int:
             ("pid", str(os.getpid())),
         ],
     )
-    try:
-        outcome = server.run()
-    finally:
-        pidfile.remove()
-    code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
-    if server.unfinished:
-        # Non-daemon request threads would hold the interpreter open: leave now.
-        logging.shutdown()
-        os._exit(code)
-    server.close()
-    _logger.info("stopped")
-    return code
+
+
+class _Watch:
+    """``--dev reload``'s watcher: started after the server is up (so a big tree never
+    delays serving), deciding for each batch of changes whether to reload."""
+
+    def __init__(self, settings: config.Settings, files: list[str], since: float | None):
+        self.settings = settings
+        self.files = files
+        self.since = since
+        self.watcher: Any = None
+
+    def start_in_background(self, notify: Callable[[Any], None]) -> None:
+        if not self.settings.reload:
+            return
+        thread = threading.Thread(
+            target=self._start, args=(notify,), name="devserve.watcher.setup", daemon=True
+        )
+        thread.start()
+
+    def _start(self, notify: Callable[[Any], None]) -> None:
+        from devserve import app, reloader, watcher
+
+        roots = app.watch_roots(self.settings)
+        self.watcher = watcher.Watcher(
+            roots=roots,
+            files=self.files,
+            on_batch=lambda paths, first_seen: notify(reloader.FileChanges(paths, first_seen)),
+            path_filter=watcher.PathFilter(
+                self.settings.reload_include, self.settings.reload_exclude
+            ),
+            backend=self.settings.reload_backend,
+            since=self.since,
+        )
+        took = self.watcher.start()
+        _logger.info(
+            "watching %s with %s (ready in %.0f ms)",
+            reloader.describe_paths(roots) or "nothing",
+            self.watcher.describe(),
+            took * 1000,
+        )
+
+    def accepts(self, changes: Any) -> bool:
+        from devserve import reloader
+
+        problems = reloader.check_syntax(changes.paths)
+        for problem in problems:
+            _logger.error("not reloading, syntax error in %s", problem)
+        return not problems
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
 
 
 def _looks_like_target(word: str) -> bool:

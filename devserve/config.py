@@ -117,6 +117,30 @@ def parse_addons_path(text: str) -> tuple[str, ...]:
     return tuple(paths)
 
 
+def parse_existing_paths(text: str) -> tuple[str, ...]:
+    paths = []
+    for item in split_commas(text):
+        path = parse_path(item)
+        if not os.path.exists(path):
+            raise ValueError(f"{item!r} does not exist")
+        paths.append(path)
+    return tuple(paths)
+
+
+def parse_globs(text: str) -> tuple[str, ...]:
+    return tuple(split_commas(text))
+
+
+RELOAD_BACKENDS = ("auto", "inotify", "watchdog", "poll")
+
+
+def parse_reload_backend(text: str) -> str:
+    name = text.strip().lower()
+    if name not in RELOAD_BACKENDS:
+        raise ValueError(f"{text!r} is not a reload backend ({', '.join(RELOAD_BACKENDS)})")
+    return name
+
+
 def parse_dev(text: str) -> tuple[str, ...]:
     modes: list[str] = []
     for item in split_commas(text):
@@ -244,6 +268,44 @@ class Settings:
         parse=parse_seconds,
         metavar="SECONDS",
     )
+    reload_backend: str = setting(
+        "auto",
+        "--reload-backend",
+        help="how --dev reload watches files: auto (inotify, else watchdog, else polling; "
+        "polling for network and virtual filesystems), inotify, watchdog or poll",
+        parse=parse_reload_backend,
+        metavar="BACKEND",
+    )
+    reload_path: tuple[str, ...] = setting(
+        (),
+        "--reload-path",
+        help="comma-separated extra folders or files to watch with --dev reload",
+        parse=parse_existing_paths,
+        metavar="PATHS",
+    )
+    reload_include: tuple[str, ...] = setting(
+        ("*.py",),
+        "--reload-include",
+        help="comma-separated globs of the files whose change reloads (a glob without / "
+        "matches names, one with / the path under a watched folder)",
+        parse=parse_globs,
+        metavar="GLOBS",
+    )
+    reload_exclude: tuple[str, ...] = setting(
+        (),
+        "--reload-exclude",
+        help="comma-separated globs of files and folders never to watch, on top of the "
+        "default ignores (VCS folders, virtualenvs, caches, editor temp files, logs)",
+        parse=parse_globs,
+        metavar="GLOBS",
+    )
+    reload_grace: float = setting(
+        5.0,
+        "--reload-grace",
+        help="seconds that running requests get to finish before a reload goes ahead",
+        parse=parse_seconds,
+        metavar="SECONDS",
+    )
     pidfile: str | None = setting(
         None,
         "--pidfile",
@@ -358,7 +420,7 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(
             f"cannot read config file {path}: {error.strerror}; check the path given to -c/--config"
         ) from None
-    except configparser.Error as error:
+    except (configparser.Error, UnicodeDecodeError) as error:
         first_line = str(error).splitlines()[0]
         raise ConfigError(
             f"config file {path} is not a valid INI file ({first_line}); fix it or remove it"

@@ -209,7 +209,7 @@ class Root:
     def serve_static(self, environ: WSGIEnvironment, addon: str, filename: str) -> Response:
         """A file of ``<addon>/static/``, never one outside it (``..``, absolute paths and
         symlinks leading out are a 404)."""
-        if addon not in self.addons:
+        if addon not in self.addons or "\0" in filename:
             raise NotFound()
         folder = os.path.realpath(self.addons[addon].static_dir)
         target = os.path.realpath(os.path.join(folder, filename))

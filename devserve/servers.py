@@ -21,12 +21,13 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from devserve.errors import BindError
+from devserve.reloader import GAP_SIGNALS, FileChanges, describe_paths
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -89,12 +90,15 @@ def bind_socket(interface: str, port: int) -> socket.socket:
 
 @contextlib.contextmanager
 def capture_signals(
-    signals: tuple[signal.Signals, ...], notify: Callable[[Any], None]
+    signals: Iterable[signal.Signals], notify: Callable[[Any], None]
 ) -> Iterator[None]:
-    """While inside, the signals only post themselves as events; old handlers come back after."""
+    """While inside, the signals only post themselves as events; old handlers come back after.
+    Once the handlers are in place the signals are unblocked: a phoenix reload blocks them
+    across the exec, so one sent in that gap is delivered here, late but harmless."""
     previous = {}
     for signum in signals:
         previous[signum] = signal.signal(signum, lambda number, _frame: notify(number))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, previous)
     try:
         yield
     finally:
@@ -208,6 +212,8 @@ class ThreadedServer:
         *,
         max_threads: int | None = None,
         shutdown_grace: float = 5.0,
+        reload_grace: float = 5.0,
+        on_changes: Callable[[FileChanges], bool] | None = None,
     ) -> None:
         host, port = sock.getsockname()[:2]
         self.httpd = _WerkzeugServer(host, port, app, handler=RequestHandler, fd=sock.fileno())
@@ -215,6 +221,9 @@ class ThreadedServer:
         self.listener = self.httpd.socket
         self.listener.setblocking(False)
         self.shutdown_grace = shutdown_grace
+        self.reload_grace = reload_grace
+        self.on_changes = on_changes  # decides whether a batch of changed files reloads
+        self.reload_cause = ("", 0.0)  # what asked for the reload, and when (monotonic)
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -263,18 +272,29 @@ class ThreadedServer:
         if event in STOP_SIGNALS:
             if self._outcome is None:
                 self._outcome = Outcome.STOP
-            elif self._draining:
+            elif self._draining and self._outcome is Outcome.STOP:
                 self._outcome = Outcome.FORCED
-        elif event == signal.SIGHUP and self._outcome is None:
-            self._outcome = Outcome.RELOAD
+            elif self._draining:  # stop asked for during a reload: stop instead
+                self._outcome = Outcome.STOP
+        elif self._outcome is not None:
+            return  # a reload or stop is under way: the next image sees every change
+        elif event == signal.SIGHUP:
+            self._reload("SIGHUP", time.monotonic())
+        elif isinstance(event, FileChanges):
+            if self.on_changes is not None and self.on_changes(event):
+                self._reload(describe_paths(event.paths), event.first_seen)
         elif event == "slot-free" and self._slots is not None:
-            self._set_accepting(self._outcome is None)
+            self._set_accepting(True)
+
+    def _reload(self, cause: str, first_seen: float) -> None:
+        self._outcome = Outcome.RELOAD
+        self.reload_cause = (cause, first_seen)
 
     # --- serving ---
 
     def run(self) -> Outcome:
         """Serve until a stop or reload is asked for; then drain. Returns what ended it."""
-        with capture_signals((*STOP_SIGNALS, signal.SIGHUP), self.notify):
+        with capture_signals(GAP_SIGNALS, self.notify):
             self._set_accepting(True)
             while self._outcome is None:
                 for key, _ in self._selector.select():
@@ -375,7 +395,8 @@ class ThreadedServer:
         wait at once."""
         self._draining = True
         self._close_idle_connections()
-        deadline = time.monotonic() + self.shutdown_grace
+        grace = self.reload_grace if self._outcome is Outcome.RELOAD else self.shutdown_grace
+        deadline = time.monotonic() + grace
         while self._outcome is not Outcome.FORCED:
             with self._threads_lock:
                 running = [thread for thread in self._threads if thread.is_alive()]
@@ -393,7 +414,7 @@ class ThreadedServer:
             _logger.warning(
                 "%d request(s) still running after the %gs grace period are cut short",
                 self.unfinished,
-                self.shutdown_grace,
+                grace,
             )
 
     def close(self) -> None:

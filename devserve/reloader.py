@@ -1,0 +1,221 @@
+"""Phoenix reload: the process re-execs itself in place and keeps its listen socket.
+
+Before the exec (:func:`reexec`) the server has stopped accepting and drained its requests;
+the signals that could arrive in the exec gap are blocked (the mask survives exec, and the
+new image unblocks them once its handlers are installed); the listen socket moves to fd 3,
+inheritable, announced by ``LISTEN_FDS=1``/``LISTEN_PID=<pid>`` as systemd does; every other
+descriptor is closed (inotify watches included). The new image finds the socket with
+:func:`adopt_socket`, so connections that arrive meanwhile wait in the kernel backlog.
+
+The same adoption serves systemd socket activation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = [
+    "GAP_SIGNALS",
+    "FileChanges",
+    "adopt_socket",
+    "check_syntax",
+    "describe_paths",
+    "error_app",
+    "reexec",
+    "reload_started",
+    "traceback_files",
+    "unblock_gap_signals",
+]
+
+_logger = logging.getLogger(__name__)
+
+LISTEN_FD = 3  # the first descriptor systemd passes (SD_LISTEN_FDS_START)
+RELOAD_ENV = "DEVSERVE_RELOADING"  # "<monotonic time of the change> <what changed>"
+# Signals blocked across the exec gap: delivered late to the new image, never fatal.
+GAP_SIGNALS = frozenset(
+    {
+        signal.SIGHUP,
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+    }
+)
+
+
+@dataclass(frozen=True)
+class FileChanges:
+    """A settled batch of changed paths, as the watcher reports it to the control loop."""
+
+    paths: frozenset[str]
+    first_seen: float  # time.monotonic() of the first change
+
+
+def describe_paths(paths: Iterable[str], limit: int = 3) -> str:
+    """``addons/hello/controllers.py and 2 more``, relative to the current folder."""
+    cwd = os.getcwd()
+    shown = sorted(os.path.relpath(p, cwd) if p.startswith(cwd + os.sep) else p for p in paths)
+    text = ", ".join(shown[:limit])
+    if len(shown) > limit:
+        text += f" and {len(shown) - limit} more"
+    return text
+
+
+def check_syntax(paths: Iterable[str]) -> list[str]:
+    """Compile every changed Python file; one message per syntax error (file, line, the
+    offending source line). Deleted files are fine: the import will tell."""
+    problems = []
+    for path in sorted(paths):
+        if not path.endswith(".py"):
+            continue
+        try:
+            with open(path, "rb") as file:
+                source = file.read()
+        except OSError:
+            continue
+        try:
+            compile(source, path, "exec", dont_inherit=True)
+        except SyntaxError as error:
+            line = (error.text or "").rstrip("\n")
+            problems.append(
+                f"{describe_paths([path])}, line {error.lineno}: {error.msg}\n    {line.strip()}"
+            )
+        except ValueError as error:  # null bytes
+            problems.append(f"{describe_paths([path])}: {error}")
+    return problems
+
+
+def adopt_socket() -> socket.socket | None:
+    """The listen socket handed over by the previous image or by systemd, if any is
+    addressed to this process. The variables are removed so children don't adopt it."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = os.environ.pop("LISTEN_FDS", "")
+    os.environ.pop("LISTEN_PID", None)
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if count != "1":
+        _logger.warning("LISTEN_FDS=%s: devserve adopts exactly one socket; binding instead", count)
+        return None
+    sock = socket.socket(fileno=LISTEN_FD)
+    os.set_inheritable(LISTEN_FD, False)
+    return sock
+
+
+def reload_started() -> tuple[float, str] | None:
+    """When this image is the result of a reload: when the change happened, and what."""
+    value = os.environ.pop(RELOAD_ENV, None)
+    if not value:
+        return None
+    first_seen, _, cause = value.partition(" ")
+    try:
+        return float(first_seen), cause
+    except ValueError:
+        return None
+
+
+def unblock_gap_signals() -> None:
+    """Called once the new image's handlers are installed."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, GAP_SIGNALS)
+
+
+@contextlib.contextmanager
+def _gap_signals_blocked() -> Iterator[None]:
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)
+    try:
+        yield
+    finally:  # only reached when the exec failed
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def reexec(listener: socket.socket, cause: str, first_seen: float) -> NoReturn:
+    """Replace this process with a fresh image of itself: same PID, same command line,
+    same interpreter options, same listen socket."""
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    with _gap_signals_blocked():
+        logging.shutdown()  # flush the log before the image goes
+        os.dup2(listener.fileno(), LISTEN_FD, inheritable=True)
+        os.environ.update(
+            LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), **{RELOAD_ENV: f"{first_seen} {cause}"}
+        )
+        # Close every other descriptor we may have leaked (inotify's is not close-on-exec).
+        os.closerange(LISTEN_FD + 1, _max_fd())
+        os.execv(sys.executable, argv)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 65536
+
+
+# --- broken code never kills the server ---
+
+
+def traceback_files(error: BaseException) -> list[str]:
+    """The source files named in an exception's traceback (and a SyntaxError's file)."""
+    files = []
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, SyntaxError) and current.filename:
+            files.append(current.filename)
+        files.extend(frame.filename for frame in traceback.extract_tb(current.__traceback__))
+        current = current.__cause__
+    return sorted({f for f in files if os.path.isfile(f)})
+
+
+def error_app(error: BaseException) -> WSGIApplication:
+    """Answers every request with a 500 showing why the app failed to load."""
+    cause = error.__cause__ or error
+    details = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+    summary = str(error)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        if "text/html" in environ.get("HTTP_ACCEPT", ""):
+            body = _ERROR_PAGE.format(
+                summary=html.escape(summary), details=html.escape(details)
+            ).encode()
+            content_type = "text/html; charset=utf-8"
+        else:
+            body = (
+                f"{summary}\n\n{details}\ndevserve reloads when a watched file changes.\n".encode()
+            )
+            content_type = "text/plain; charset=utf-8"
+        start_response(
+            "500 Internal Server Error",
+            [("Content-Type", content_type), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    return app
+
+
+_ERROR_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>App failed to load</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem}}
+pre{{background:#fee;padding:1rem;overflow:auto}}</style></head>
+<body><h1>The app failed to load</h1><p>{summary}</p><pre>{details}</pre>
+<p>devserve is watching: save a fix and reload this page.</p></body></html>
+"""
+
+
+def elapsed_ms(first_seen: float) -> float:
+    return (time.monotonic() - first_seen) * 1000

@@ -1,0 +1,538 @@
+"""Watching the code for changes.
+
+Three backends behind one small interface (:class:`Backend`): inotify (the ``inotify``
+package), watchdog, and stat polling for filesystems that deliver no events. ``auto`` picks
+inotify, else watchdog, else polling, and polls any root that sits on a network or virtual
+filesystem (NFS, SMB, 9p/WSL, VirtualBox shares, FUSE). A subtree that inotify cannot watch
+(the ``max_user_watches`` limit) is polled instead, with a warning that says how to raise
+the limit: nothing is silently unwatched.
+
+Backends report raw paths; :class:`PathFilter` decides which matter and the
+:class:`Debouncer` turns a burst of them into one batch once writes have settled.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import errno
+import fnmatch
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_IGNORED_DIRS",
+    "DEFAULT_IGNORED_FILES",
+    "Backend",
+    "Debouncer",
+    "PathFilter",
+    "Watcher",
+    "backend_names",
+]
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_IGNORED_DIRS = frozenset(
+    {
+        "__pycache__",
+        ".git",
+        ".hg",
+        ".svn",
+        ".bzr",
+        ".venv",
+        "venv",
+        ".tox",
+        ".nox",
+        "node_modules",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".hypothesis",
+        ".idea",
+        ".eggs",
+    }
+)
+DEFAULT_IGNORED_FILES = (
+    ".~*",  # LibreOffice/Odoo lock files
+    "*~",  # backups
+    ".#*",  # emacs locks
+    "*.swp",  # vim swap files
+    "*.swx",
+    "*.swo",
+    "4913",  # vim's write test
+    "___jb_*",  # JetBrains safe-write temp files
+    "*-journal",  # SQLite
+    "*-wal",
+    "*-shm",
+    "*.log",
+    "*.pyc",
+    "*.pyo",
+)
+# Filesystems that deliver no (or unreliable) inotify events for changes made elsewhere.
+POLLED_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "drvfs", "vboxsf", "vmhgfs", "fuse.sshfs"}
+)
+RESCAN = "<events lost: rescan>"  # reported when the kernel's event queue overflowed
+
+Emit = Callable[[str], None]
+
+
+# --- what matters ---
+
+
+@dataclass(frozen=True)
+class PathFilter:
+    """Which paths matter. A glob without ``/`` matches a file or folder name anywhere; one
+    with ``/`` matches the path relative to the watched root."""
+
+    include: tuple[str, ...] = ("*.py",)
+    exclude: tuple[str, ...] = ()
+
+    def _excluded(self, path: str, root: str) -> bool:
+        relative = os.path.relpath(path, root) if root else path
+        parts = relative.split(os.sep)
+        for pattern in self.exclude:
+            if "/" in pattern:
+                if fnmatch.fnmatch(relative, pattern):
+                    return True
+            elif any(fnmatch.fnmatch(part, pattern) for part in parts):
+                return True
+        return False
+
+    def watches_dir(self, path: str, root: str = "") -> bool:
+        name = os.path.basename(path)
+        if name in DEFAULT_IGNORED_DIRS or os.path.exists(os.path.join(path, "pyvenv.cfg")):
+            return False
+        return not self._excluded(path, root)
+
+    def matches(self, path: str, root: str = "") -> bool:
+        name = os.path.basename(path)
+        if any(fnmatch.fnmatch(name, pattern) for pattern in DEFAULT_IGNORED_FILES):
+            return False
+        relative = os.path.relpath(path, root) if root else path
+        if any(part in DEFAULT_IGNORED_DIRS for part in relative.split(os.sep)[:-1]):
+            return False
+        if not any(fnmatch.fnmatch(name, pattern) for pattern in self.include):
+            return False
+        return not self._excluded(path, root)
+
+    def __repr__(self) -> str:
+        return f"PathFilter(include={list(self.include)}, exclude={list(self.exclude)})"
+
+
+def walk(root: str, path_filter: PathFilter) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
+    """Every watched folder under ``root`` with its entries, following symlinks (each real
+    folder once, so a symlink loop ends)."""
+    seen: set[str] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(folder) as entries:
+                listed = list(entries)
+        except OSError:
+            continue  # vanished or unreadable
+        yield folder, listed
+        for entry in listed:
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and path_filter.watches_dir(entry.path, root):
+                    stack.append(entry.path)
+
+
+# --- batching ---
+
+
+class Debouncer:
+    """Collects reported paths and hands them on as one batch once no new path has arrived
+    for ``quiet`` seconds (at most ``max_wait`` after the first), so a ``git checkout`` of
+    500 files is one batch and a half-written tree is never reported."""
+
+    def __init__(
+        self,
+        on_batch: Callable[[frozenset[str], float], None],
+        quiet: float = 0.05,
+        max_wait: float = 2.0,
+    ) -> None:
+        self.on_batch = on_batch
+        self.quiet = quiet
+        self.max_wait = max_wait
+        self._paths: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="devserve.watcher", daemon=True)
+        self._thread.kind = "watcher"  # type: ignore[attr-defined]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, path: str) -> None:
+        self._paths.put(path)
+
+    def stop(self) -> None:
+        self._paths.put(None)
+
+    def _run(self) -> None:
+        while True:
+            first = self._paths.get()  # blocks: no wake-ups while nothing changes
+            if first is None:
+                return
+            first_seen = time.monotonic()
+            batch = {first}
+            while time.monotonic() - first_seen < self.max_wait:
+                try:
+                    path = self._paths.get(timeout=self.quiet)
+                except queue.Empty:
+                    break
+                if path is None:
+                    return
+                batch.add(path)
+            self.on_batch(frozenset(batch), first_seen)
+
+
+# --- backends ---
+
+
+class Backend(abc.ABC):
+    """Watches folders recursively (and single files) and reports changed paths."""
+
+    name: str
+
+    def __init__(self, path_filter: PathFilter, emit: Emit) -> None:
+        self.path_filter = path_filter
+        self.emit = emit
+        self.unwatchable: list[str] = []  # roots this backend could not watch: poll them
+
+    @abc.abstractmethod
+    def start(self, roots: list[str], files: Iterable[str] = ()) -> None:
+        """Set up the watches (synchronously) and start reporting."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop reporting and release the watches."""
+
+    def report(self, path: str, root: str, files: frozenset[str] = frozenset()) -> None:
+        if path in files or self.path_filter.matches(path, root):
+            self.emit(path)
+
+
+class PollingBackend(Backend):
+    """Compares ``stat`` results every ``interval`` seconds: for filesystems without events."""
+
+    name = "poll"
+
+    def __init__(self, path_filter: PathFilter, emit: Emit, interval: float = 1.0) -> None:
+        super().__init__(path_filter, emit)
+        self.interval = interval
+        self._stopped = threading.Event()
+        self._roots: list[str] = []
+        self._files: frozenset[str] = frozenset()
+        self._snapshot: dict[str, tuple[int, int, int]] = {}
+
+    def _scan(self) -> dict[str, tuple[int, int, int]]:
+        found: dict[str, tuple[int, int, int]] = {}
+        for root in self._roots:
+            for _folder, entries in walk(root, self.path_filter):
+                for entry in entries:
+                    with contextlib.suppress(OSError):
+                        if entry.is_file() and self.path_filter.matches(entry.path, root):
+                            stat = entry.stat()
+                            found[entry.path] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        for path in self._files:
+            with contextlib.suppress(OSError):
+                stat = os.stat(path)
+                found[path] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        return found
+
+    def start(self, roots: list[str], files: Iterable[str] = ()) -> None:
+        self._roots = list(roots)
+        self._files = frozenset(files)
+        self._snapshot = self._scan()
+        thread = threading.Thread(target=self._run, name="devserve.watcher.poll", daemon=True)
+        thread.kind = "watcher"  # type: ignore[attr-defined]
+        thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            current = self._scan()
+            for path in current.keys() | self._snapshot.keys():
+                if current.get(path) != self._snapshot.get(path):
+                    self.emit(path)
+            self._snapshot = current
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class InotifyBackend(Backend):
+    """Linux inotify through the ``inotify`` package: one watch per watched folder, added
+    as folders appear; ignored folders (``.git``, virtualenvs...) take no watch at all."""
+
+    name = "inotify"
+
+    def __init__(self, path_filter: PathFilter, emit: Emit) -> None:
+        super().__init__(path_filter, emit)
+        import inotify.adapters
+        import inotify.constants as flags
+
+        self._flags = flags
+        self._mask = (
+            flags.IN_MODIFY
+            | flags.IN_CLOSE_WRITE
+            | flags.IN_CREATE
+            | flags.IN_DELETE
+            | flags.IN_MOVED_FROM
+            | flags.IN_MOVED_TO
+        )
+        self._inotify = inotify.adapters.Inotify(block_duration_s=1.0)
+        self._roots_of: dict[str, str] = {}  # watched folder -> the root it belongs to
+        self._files: frozenset[str] = frozenset()
+        self._stopped = threading.Event()
+        self._warned = False
+
+    def _add_tree(self, folder: str, root: str, report_files: bool = False) -> None:
+        import inotify.calls
+
+        for path, entries in walk(folder, self.path_filter):
+            if any(path.startswith(gone + os.sep) for gone in self.unwatchable):
+                continue  # inside a subtree that is polled already
+            try:
+                self._inotify.add_watch(path, self._mask)
+            except inotify.calls.InotifyError as error:
+                if error.errno == errno.ENOSPC:
+                    self._out_of_watches(path)
+                    continue
+                if error.errno in (errno.ENOENT, errno.EACCES, errno.ENOTDIR):
+                    continue
+                raise
+            self._roots_of[path] = root
+            if report_files:  # files created before the watch existed
+                for entry in entries:
+                    self.report(entry.path, root)
+
+    def _out_of_watches(self, path: str) -> None:
+        self.unwatchable.append(path)
+        if not self._warned:
+            self._warned = True
+            _logger.warning(
+                "inotify ran out of watches at %s: that folder is polled instead (slower). "
+                "Raise the limit with: sudo sysctl fs.inotify.max_user_watches=524288",
+                path,
+            )
+
+    def start(self, roots: list[str], files: Iterable[str] = ()) -> None:
+        self._files = frozenset(files)
+        for root in roots:
+            self._add_tree(root, root)
+        for path in self._files:  # single files: watch their folder, report only them
+            folder = os.path.dirname(path)
+            if folder not in self._roots_of:
+                with contextlib.suppress(Exception):
+                    self._inotify.add_watch(folder, self._mask)
+                    self._roots_of[folder] = ""
+        thread = threading.Thread(target=self._run, name="devserve.watcher.inotify", daemon=True)
+        thread.kind = "watcher"  # type: ignore[attr-defined]
+        thread.start()
+
+    def _run(self) -> None:
+        flags = self._flags
+        for event in self._inotify.event_gen(yield_nones=True):
+            if self._stopped.is_set():
+                return
+            if event is None:
+                continue
+            header, _names, folder, name = event
+            if header.mask & flags.IN_Q_OVERFLOW:
+                self.emit(RESCAN)
+                continue
+            path = os.path.join(folder, name)
+            root = self._roots_of.get(folder)
+            if root is None:
+                continue
+            if header.mask & flags.IN_ISDIR:
+                appeared = header.mask & (flags.IN_CREATE | flags.IN_MOVED_TO)
+                if appeared and root and self.path_filter.watches_dir(path, root):
+                    self._add_tree(path, root, report_files=True)
+                continue
+            if root or path in self._files:
+                self.report(path, root, self._files)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class WatchdogBackend(Backend):
+    """The watchdog package (where inotify is missing: macOS, Windows, BSD)."""
+
+    name = "watchdog"
+
+    def __init__(self, path_filter: PathFilter, emit: Emit) -> None:
+        super().__init__(path_filter, emit)
+        from watchdog.observers import Observer
+
+        self._observer = Observer()
+
+    def start(self, roots: list[str], files: Iterable[str] = ()) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+        backend = self
+        file_set = frozenset(files)
+
+        class Handler(FileSystemEventHandler):
+            def __init__(self, root: str) -> None:
+                self.root = root
+
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.is_directory or event.event_type in ("opened", "closed_no_write"):
+                    return
+                for raw in (event.src_path, getattr(event, "dest_path", "")):
+                    path = os.fsdecode(raw)
+                    if path and (path in file_set or self.root):
+                        backend.report(path, self.root, file_set)
+
+        for root in roots:
+            try:
+                self._observer.schedule(Handler(root), root, recursive=True)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                self.unwatchable.append(root)
+        for folder in {os.path.dirname(path) for path in file_set}:
+            with contextlib.suppress(OSError):
+                self._observer.schedule(Handler(""), folder, recursive=False)
+        self._observer.daemon = True
+        self._observer.start()
+
+    def stop(self) -> None:
+        self._observer.stop()
+
+
+BACKENDS: dict[str, type[Backend]] = {
+    "inotify": InotifyBackend,
+    "watchdog": WatchdogBackend,
+    "poll": PollingBackend,
+}
+
+
+def backend_names() -> tuple[str, ...]:
+    return ("auto", *BACKENDS)
+
+
+def available(name: str) -> bool:
+    module = {"inotify": "inotify.adapters", "watchdog": "watchdog.observers"}.get(name)
+    if module is None:
+        return True
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def needs_polling(root: str) -> bool:
+    """Whether ``root`` lies on a filesystem that delivers no change events."""
+    import psutil
+
+    best = ("", "")
+    real = os.path.realpath(root)
+    for partition in psutil.disk_partitions(all=True):
+        mount = partition.mountpoint
+        if (real == mount or real.startswith(mount.rstrip(os.sep) + os.sep)) and len(mount) > len(
+            best[0]
+        ):
+            best = (mount, partition.fstype)
+    fstype = best[1]
+    return fstype in POLLED_FILESYSTEMS or fstype.startswith("fuse.sshfs")
+
+
+# --- the watcher ---
+
+
+@dataclass
+class Watcher:
+    """Watches ``roots`` recursively and ``files`` one by one; calls ``on_batch(paths,
+    first_seen)`` from a background thread once a burst of changes has settled."""
+
+    roots: list[str]
+    on_batch: Callable[[frozenset[str], float], None]
+    files: list[str] = field(default_factory=list)
+    path_filter: PathFilter = field(default_factory=PathFilter)
+    backend: str = "auto"
+    quiet: float = 0.05
+    since: float | None = None  # also report files modified after this time.time()
+    backends: list[Backend] = field(default_factory=list, init=False)
+
+    def start(self) -> float:
+        """Set up every watch; returns how long that took (seconds)."""
+        started = time.monotonic()
+        debouncer = Debouncer(self.on_batch, self.quiet)
+        self._debouncer = debouncer
+        self.files = [*self.files, *(root for root in self.roots if os.path.isfile(root))]
+        self.roots = [root for root in self.roots if os.path.isdir(root)]
+        event_roots, polled_roots = self._split_roots()
+        if event_roots or self.files:
+            backend = self._make_event_backend(debouncer.put)
+            backend.start(event_roots, self.files)
+            self.backends.append(backend)
+            polled_roots += backend.unwatchable
+        if polled_roots:
+            poller = PollingBackend(self.path_filter, debouncer.put)
+            poller.start(polled_roots)
+            self.backends.append(poller)
+        debouncer.start()
+        if self.since is not None:
+            self._report_modified_since(self.since, debouncer.put)
+        return time.monotonic() - started
+
+    def _make_event_backend(self, emit: Emit) -> Backend:
+        name = self._event_backend()
+        try:
+            return BACKENDS[name](self.path_filter, emit)
+        except OSError as error:  # e.g. inotify's max_user_instances reached
+            _logger.warning("cannot use %s (%s): polling instead", name, error)
+            return PollingBackend(self.path_filter, emit)
+
+    def _report_modified_since(self, since: float, emit: Emit) -> None:
+        """Changes made while this process was starting, before its watches existed: the
+        previous image stopped listening when it decided to reload. The margin covers the
+        coarse clock the kernel stamps files with."""
+        threshold = since - 0.02
+        for root in self.roots:
+            for _folder, entries in walk(root, self.path_filter):
+                for entry in entries:
+                    with contextlib.suppress(OSError):
+                        if (
+                            entry.is_file()
+                            and self.path_filter.matches(entry.path, root)
+                            and entry.stat().st_mtime > threshold
+                        ):
+                            emit(entry.path)
+
+    def _event_backend(self) -> str:
+        if self.backend != "auto":
+            return self.backend
+        return next(name for name in ("inotify", "watchdog", "poll") if available(name))
+
+    def _split_roots(self) -> tuple[list[str], list[str]]:
+        if self.backend == "poll":
+            return [], list(self.roots)
+        if self.backend != "auto":
+            return list(self.roots), []
+        polled = [root for root in self.roots if needs_polling(root)]
+        return [root for root in self.roots if root not in polled], polled
+
+    def describe(self) -> str:
+        return " + ".join(backend.name for backend in self.backends) or "nothing"
+
+    def stop(self) -> None:
+        for backend in self.backends:
+            backend.stop()
+        if hasattr(self, "_debouncer"):
+            self._debouncer.stop()
