@@ -288,3 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         return ExitCode.FORCED
+    except SystemExit as exit:
+        # argparse's --help exits; callers of main() get its code returned instead.
+        return exit.code if isinstance(exit.code, int) else ExitCode.OK
