@@ -132,30 +132,38 @@ def tail(log: IO[bytes], lines: int = 20) -> str:
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server's whole process group: TERM, then KILL if it lingers."""
-    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, None)):
-        try:
-            os.killpg(process.pid, sig)  # the server leads its own group (start_new_session)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
+    """Stop the server's whole process group: TERM, then KILL if it lingers (or on Ctrl-C)."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # anything the server itself started
-    process.wait()
+        os.killpg(process.pid, signal.SIGTERM)  # it leads its own group (start_new_session)
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if process.poll() is None:  # not reaped yet, so its group id is still its own
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def server_env(home: str) -> dict[str, str]:
+    """Our environment without DEVSERVE_* settings and with an empty HOME (no ~/.devserverc),
+    so devserve runs with its defaults plus the options given here."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DEVSERVE_")}
+    env.pop("FORCE_COLOR", None)
+    env.update(HOME=home, NO_COLOR="1")
+    return env
 
 
 @contextlib.contextmanager
 def running(server: Server) -> Iterator[int]:
     """Start the server in its own process group; yield its port once it listens."""
     port = free_port()
-    with tempfile.TemporaryFile() as log:
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as home:
         process = subprocess.Popen(
             server.command(port),
             cwd=APPS_DIR,
+            env=server_env(home),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -139,7 +139,7 @@ def serve(settings: config.Settings) -> int:
     )
     load_started = time.time()
     application, broken_files = _load_or_show_error(settings)
-    watcher = _Watch(settings, broken_files, since=load_started if reloaded else None)
+    watcher = _Watch(settings, broken_files, since=load_started)
     server = servers.ThreadedServer(
         application,
         sock,
@@ -208,7 +208,7 @@ class _Watch:
     """``--dev reload``'s watcher: started after the server is up (so a big tree never
     delays serving), deciding for each batch of changes whether to reload."""
 
-    def __init__(self, settings: config.Settings, files: list[str], since: float | None):
+    def __init__(self, settings: config.Settings, files: list[str], since: float):
         self.settings = settings
         self.files = files
         self.since = since

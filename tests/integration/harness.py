@@ -186,3 +186,28 @@ def run_cli(
         timeout=timeout,
         start_new_session=True,
     )
+
+
+RELOADED = r"reloaded in \d+ ms: "
+
+
+def write_file(path: Path, text: str, *, atomic: bool = False) -> None:
+    """Save like an editor: in place (truncate and write) or atomically (write a temporary
+    file next to it, then rename it over the original)."""
+    if atomic:
+        temporary = path.with_name(f".{path.name}.tmp-save")
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    else:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+
+
+def count_reloads(process: DevserveProcess) -> int:
+    return len(re.findall(RELOADED, process.log))
+
+
+def wait_reloads(process: DevserveProcess, count: int, timeout: float = 15.0) -> None:
+    """Until the log shows ``count`` reloads in all."""
+    wait_until(lambda: count_reloads(process) >= count, timeout, f"{count} reload(s) in the log")
+    assert count_reloads(process) == count, process.log

@@ -1,0 +1,429 @@
+"""--dev reload on the real CLI: watching, the syntax check, broken code, phoenix re-exec."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import StartDevserve
+from tests.integration.harness import (
+    DevserveProcess,
+    Response,
+    count_reloads,
+    wait_reloads,
+    wait_until,
+    write_file,
+)
+
+CONTROLLER = """\
+import pathlib
+import time
+
+from devserve.http import Controller, route
+
+VERSION = {version!r}
+# Outside the watched addons folder: tells the test the slow request is inside the app.
+STARTED = pathlib.Path(__file__).resolve().parents[2] / "slow-started"
+
+
+class Demo(Controller):
+    @route("/version")
+    def version(self):
+        return VERSION
+
+    @route("/slow/<float:seconds>")
+    def slow(self, seconds):
+        STARTED.write_text("started")
+        time.sleep(seconds)
+        return "slow " + VERSION
+"""
+
+
+def make_addons(root: Path, version: str = "v1") -> Path:
+    """An addons folder with one addon, ``demo``, whose /version answers ``version``."""
+    addon = root / "addons" / "demo"
+    addon.mkdir(parents=True)
+    (addon / "__manifest__.py").write_text("{'name': 'Demo', 'version': '1.0'}\n")
+    (addon / "__init__.py").write_text("from . import controllers\n")
+    set_version(addon, version)
+    return root / "addons"
+
+
+def set_version(addon: Path, version: str, *, atomic: bool = False) -> None:
+    write_file(addon / "controllers.py", CONTROLLER.format(version=version), atomic=atomic)
+
+
+def version_of(server: DevserveProcess) -> str:
+    return server.request("/version").text
+
+
+@pytest.fixture
+def addons(tmp_path: Path) -> Path:
+    return make_addons(tmp_path)
+
+
+def start_reloading(devserve: StartDevserve, addons: Path, *extra: str) -> DevserveProcess:
+    server = devserve("-p", "0", "--dev", "reload", *extra, str(addons))
+    server.wait_for_log(r"watching .* with \w+")
+    return server
+
+
+@pytest.mark.parametrize("atomic", [False, True], ids=["in-place", "atomic-rename"])
+def test_save_reloads_in_place_same_pid(
+    devserve: StartDevserve, addons: Path, tmp_path: Path, atomic: bool
+) -> None:
+    pidfile = tmp_path / "devserve.pid"
+    server = start_reloading(devserve, addons, "--pidfile", str(pidfile))
+    assert version_of(server) == "v1"
+
+    set_version(addons / "demo", "v2", atomic=atomic)
+    wait_reloads(server, 1)
+    assert version_of(server) == "v2"
+    assert "controllers.py" in server.log.split("reloaded in")[1].splitlines()[0]
+    assert pidfile.read_text().strip() == str(server.pid)
+    assert server.popen.poll() is None  # the same process, re-exec'd
+
+
+def test_new_sub_folder_is_watched(devserve: StartDevserve, addons: Path) -> None:
+    server = start_reloading(devserve, addons)
+    package = addons / "demo" / "helpers"
+    package.mkdir()
+    (package / "__init__.py").write_text("")  # created before its folder's watch may exist
+    wait_reloads(server, 1)
+    (package / "tools.py").write_text("ANSWER = 42\n")
+    wait_reloads(server, 2)
+
+
+def test_ignored_and_excluded_paths_do_not_reload(devserve: StartDevserve, addons: Path) -> None:
+    (addons / "demo" / "generated").mkdir()
+    (addons / "demo" / ".git").mkdir()
+    server = start_reloading(devserve, addons, "--reload-exclude", "generated")
+    demo = addons / "demo"
+    (demo / "generated" / "model.py").write_text("x = 1\n")  # excluded folder
+    (demo / ".git" / "hook.py").write_text("x = 1\n")  # VCS folder
+    (demo / "notes.txt").write_text("not python\n")  # not included
+    (demo / ".controllers.py.swp").write_text("swap\n")  # editor swap file
+    (demo / "data.db-journal").write_text("journal\n")  # SQLite journal
+    # A real change afterwards: the only reload must name it alone.
+    set_version(demo, "v2")
+    wait_reloads(server, 1)
+    cause = server.log.split("reloaded in")[1].splitlines()[0]
+    assert cause.endswith("controllers.py"), cause
+    assert version_of(server) == "v2"
+
+
+def test_a_burst_of_changes_is_one_reload(devserve: StartDevserve, addons: Path) -> None:
+    server = start_reloading(devserve, addons)
+    for number in range(100):  # like a git checkout
+        (addons / "demo" / f"module_{number}.py").write_text(f"N = {number}\n")
+    set_version(addons / "demo", "v2")
+    wait_reloads(server, 1)
+    assert "and 98 more" in server.log
+    assert version_of(server) == "v2"
+    # Nothing else is pending: the next change is reload number two, not three.
+    set_version(addons / "demo", "v3")
+    wait_reloads(server, 2)
+
+
+def test_syntax_error_keeps_the_old_code_serving(devserve: StartDevserve, addons: Path) -> None:
+    server = start_reloading(devserve, addons)
+    controller = addons / "demo" / "controllers.py"
+    write_file(controller, controller.read_text().replace("VERSION = 'v1'", "VERSION = 'v1"))
+    server.wait_for_log(r"not reloading, syntax error in .*controllers\.py, line 6")
+    server.wait_for_log(r"VERSION = 'v1")  # the offending line is shown
+    assert version_of(server) == "v1"
+    assert count_reloads(server) == 0
+
+    set_version(addons / "demo", "v2")
+    wait_reloads(server, 1)
+    assert version_of(server) == "v2"
+
+
+def test_import_error_serves_500_then_recovers(devserve: StartDevserve, addons: Path) -> None:
+    server = start_reloading(devserve, addons)
+    controller = addons / "demo" / "controllers.py"
+    write_file(controller, controller.read_text() + "\nundefined_name.attribute\n")
+    wait_reloads(server, 1)
+
+    plain = server.request("/version")
+    assert plain.status == 500
+    assert "NameError" in plain.text and "undefined_name" in plain.text
+    assert plain.headers["Content-Type"].startswith("text/plain")
+    page = server.request("/anything", headers={"Accept": "text/html,*/*"})
+    assert page.status == 500 and page.headers["Content-Type"].startswith("text/html")
+    assert "The app failed to load" in page.text and "controllers.py" in page.text
+
+    set_version(addons / "demo", "v2")
+    wait_reloads(server, 2)
+    assert version_of(server) == "v2"
+
+
+def test_broken_at_first_start_then_fixed(devserve: StartDevserve, addons: Path) -> None:
+    (addons / "demo" / "__init__.py").write_text("from . import controllers\nimport nope\n")
+    server = start_reloading(devserve, addons)
+    assert server.request("/version").status == 500
+    assert "No module named 'nope'" in server.request("/version").text
+    (addons / "demo" / "__init__.py").write_text("from . import controllers\n")
+    wait_reloads(server, 1)
+    assert version_of(server) == "v1"
+
+
+def test_broken_code_without_reload_is_a_one_line_error(
+    devserve: StartDevserve, addons: Path
+) -> None:
+    (addons / "demo" / "__init__.py").write_text("import nope\n")
+    server = devserve("-p", "0", str(addons), ready=False)
+    assert server.wait_exit() == 4
+    assert "addon 'demo' failed to import" in server.log
+    assert "Traceback" not in server.log
+
+
+def wait_slow_started(root: Path) -> None:
+    wait_until(lambda: (root / "slow-started").exists(), 10, "the slow request to be running")
+
+
+def test_in_flight_request_completes_across_a_reload(
+    devserve: StartDevserve, addons: Path, tmp_path: Path
+) -> None:
+    server = start_reloading(devserve, addons)
+    responses: list[Response] = []
+    thread = threading.Thread(target=lambda: responses.append(server.request("/slow/2.0")))
+    thread.start()
+    wait_slow_started(tmp_path)
+    set_version(addons / "demo", "v2")
+    thread.join(15)
+    assert responses and responses[0].status == 200 and responses[0].text == "slow v1"
+    wait_reloads(server, 1)
+    assert version_of(server) == "v2"
+
+
+def test_reload_grace_bounds_a_long_request(
+    devserve: StartDevserve, addons: Path, tmp_path: Path
+) -> None:
+    server = start_reloading(devserve, addons, "--reload-grace", "0.5")
+    errors: list[BaseException] = []
+
+    def slow() -> None:
+        try:
+            server.request("/slow/30.0", timeout=40)
+        except OSError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    wait_slow_started(tmp_path)
+    started = time.monotonic()
+    set_version(addons / "demo", "v2")
+    wait_reloads(server, 1, timeout=10)
+    assert time.monotonic() - started < 5
+    assert version_of(server) == "v2"
+    assert "cut short" in server.log
+    thread.join(40)
+    assert errors  # the request was cut short, not left hanging
+
+
+def test_no_connection_refused_under_load_during_reloads(
+    devserve: StartDevserve, addons: Path
+) -> None:
+    server = start_reloading(devserve, addons)
+    stop = threading.Event()
+    failures: list[str] = []
+    answered = [0]
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                response = server.request("/version", timeout=10)
+                if response.status != 200:
+                    failures.append(f"status {response.status}")
+                answered[0] += 1
+            except OSError as error:
+                failures.append(repr(error))
+
+    clients = [threading.Thread(target=hammer) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        for number in range(2, 7):
+            set_version(addons / "demo", f"v{number}")
+            wait_reloads(server, number - 1)
+            wait_until(lambda n=number: version_of(server) == f"v{n}", 10, "the new version")
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(15)
+    assert failures == []
+    assert answered[0] > 20
+
+
+def test_hup_reloads_in_place(devserve: StartDevserve, addons: Path) -> None:
+    server = devserve("-p", "0", str(addons))  # no --dev reload: HUP still restarts
+    server.signal(signal.SIGHUP)
+    wait_reloads(server, 1)
+    assert "reloaded in" in server.log and "SIGHUP" in server.log
+    assert version_of(server) == "v1"
+
+
+def test_hup_storm_is_survived(devserve: StartDevserve, addons: Path) -> None:
+    server = start_reloading(devserve, addons)
+    for _ in range(50):
+        server.signal(signal.SIGHUP)
+    wait_until(lambda: count_reloads(server) >= 1, 15, "the first reload")
+    # A known last change: once its reload shows, the storm has been folded away.
+    set_version(addons / "demo", "v2")
+    wait_until(lambda: version_of(server) == "v2", 15, "the edit's reload")
+    assert server.popen.poll() is None
+    # The storm is one reload, plus at most one for the HUPs sent during it; then the edit.
+    assert 2 <= count_reloads(server) <= 3, server.log
+
+
+def test_polling_backend(devserve: StartDevserve, addons: Path) -> None:
+    server = start_reloading(devserve, addons, "--reload-backend", "poll")
+    assert "with poll" in server.log
+    set_version(addons / "demo", "v2")
+    wait_reloads(server, 1)
+    assert version_of(server) == "v2"
+
+
+def test_out_of_inotify_watches_falls_back_to_polling(
+    devserve: StartDevserve, addons: Path, tmp_path: Path
+) -> None:
+    for name in ("a", "b", "c"):
+        (addons / "demo" / name).mkdir()
+    # Injected at interpreter start (and again after each exec): the third watch fails.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(ENOSPC_INJECTION)
+    server = devserve(
+        "-p",
+        "0",
+        "--dev",
+        "reload",
+        "--reload-backend",
+        "inotify",
+        str(addons),
+        env_extra={"PYTHONPATH": str(site), "FAKE_MAX_USER_WATCHES": "2"},
+    )
+    server.wait_for_log("inotify ran out of watches at .*: that folder is polled instead")
+    server.wait_for_log(r"fs\.inotify\.max_user_watches")
+    server.wait_for_log(r"with inotify \+ poll")
+    (addons / "demo" / "c" / "late.py").write_text("X = 1\n")  # in a polled folder
+    wait_reloads(server, 1)
+
+
+ENOSPC_INJECTION = """\
+import ctypes, errno, os
+import inotify.calls as calls
+
+_limit = int(os.environ["FAKE_MAX_USER_WATCHES"])
+_real_add_watch = calls.inotify_add_watch
+_added = [0]
+
+
+def _add_watch(fd, path, mask):
+    _added[0] += 1
+    if _added[0] > _limit:
+        ctypes.set_errno(errno.ENOSPC)
+        raise calls.InotifyError("injected: out of watches")
+    return _real_add_watch(fd, path, mask)
+
+
+calls.inotify_add_watch = _add_watch
+"""
+
+
+def test_wsgi_app_package_is_watched(devserve: StartDevserve, tmp_path: Path) -> None:
+    package = tmp_path / "site_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "wsgi.py").write_text(WSGI.format(text="one"))
+    server = devserve("-p", "0", "--dev", "reload", "site_pkg.wsgi:app", cwd=tmp_path)
+    server.wait_for_log("watching site_pkg with")
+    assert server.request("/").text == "one"
+    write_file(package / "wsgi.py", WSGI.format(text="two"), atomic=True)
+    wait_reloads(server, 1)
+    assert server.request("/").text == "two"
+
+
+WSGI = """\
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"{text}"]
+"""
+
+
+def test_reload_path_is_watched(devserve: StartDevserve, addons: Path, tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    server = start_reloading(
+        devserve, addons, "--reload-path", str(templates), "--reload-include", "*.py,*.html"
+    )
+    (templates / "page.html").write_text("<p>hi</p>\n")
+    wait_reloads(server, 1)
+
+
+@pytest.mark.parametrize("form", ["script", "module"])
+def test_each_launch_form_comes_back_the_same(
+    devserve: StartDevserve, addons: Path, form: str
+) -> None:
+    command = None if form == "script" else [sys.executable, "-X", "dev", "-m", "devserve"]
+    server = devserve("-p", "0", "--dev", "reload", str(addons), command=command)
+    server.wait_for_log("watching")
+    before = Path(f"/proc/{server.pid}/cmdline").read_bytes()
+    set_version(addons / "demo", "v2")
+    wait_reloads(server, 1)
+    assert Path(f"/proc/{server.pid}/cmdline").read_bytes() == before
+    assert version_of(server) == "v2"
+
+
+def test_systemd_socket_activation(devserve: StartDevserve, addons: Path) -> None:
+    import shutil
+    import socket
+
+    activate = shutil.which("systemd-socket-activate")
+    assert activate, "systemd-socket-activate (Debian package systemd) is needed"
+    with socket.socket() as probe:  # a port for the activator to bind
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    from tests.integration.harness import devserve_command
+
+    server = devserve(
+        "--dev",
+        "reload",
+        str(addons),
+        command=[activate, "-l", f"127.0.0.1:{port}", *devserve_command()],
+        ready=False,
+    )
+    server.wait_for_log(f"Listening on 127.0.0.1:{port}")
+    # The activator starts devserve on the first connection, which waits in the backlog.
+    server.host, server.port = "127.0.0.1", port
+    assert version_of(server) == "v1"
+    server.wait_ready()
+    assert server.port == port
+    set_version(addons / "demo", "v2")
+    wait_reloads(server, 1)
+    assert version_of(server) == "v2"
+
+
+def test_stray_descriptors_are_not_inherited(devserve: StartDevserve, addons: Path) -> None:
+    server = start_reloading(devserve, addons)
+    set_version(addons / "demo", "v2")
+    wait_reloads(server, 1)
+    server.wait_for_log(r"watching .* with inotify \(ready", after=server.log.index("reloaded"))
+    # One inotify instance after a reload: the old image's watches were released.
+    fds = os.listdir(f"/proc/{server.pid}/fd")
+    inotify = [fd for fd in fds if "inotify" in _readlink(server.pid, fd)]
+    assert len(inotify) == 1, inotify
+
+
+def _readlink(pid: int, fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return ""
