@@ -9,13 +9,15 @@ stderr and its code; nothing a user can cause ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from devserve import config
@@ -117,6 +119,11 @@ class Server(Command):
 def serve(settings: config.Settings) -> int:
     """Load, bind (or adopt), serve until stopped or reloaded: the ``server`` command once
     settings are resolved. A reload re-execs this process and never returns."""
+    with _interruptible_startup():
+        return _serve(settings)
+
+
+def _serve(settings: config.Settings) -> int:
     from devserve import app, log, reloader, servers
 
     log.setup_logging(settings.log_level, settings.logfile)
@@ -148,20 +155,25 @@ def serve(settings: config.Settings) -> int:
         reload_grace=settings.reload_grace,
         on_changes=watcher.accepts,
     )
+
+    def announce() -> None:
+        if reloaded:
+            first_seen, cause = reloaded
+            _logger.info("reloaded in %.0f ms: %s", reloader.elapsed_ms(first_seen), cause)
+        else:
+            _print_banner(settings, server)
+        watcher.start_in_background(server.notify)
+
     pidfile = servers.Pidfile(settings.pidfile)
     pidfile.write()
-    if reloaded:
-        first_seen, cause = reloaded
-        _logger.info("reloaded in %.0f ms: %s", reloader.elapsed_ms(first_seen), cause)
-    else:
-        _print_banner(settings, server)
-    watcher.start_in_background(server.notify)
-    outcome = server.run()
-    if outcome is servers.Outcome.RELOAD:
-        watcher.stop()
-        cause, first_seen = server.reload_cause
-        reloader.reexec(server.listener, cause, first_seen)
-    pidfile.remove()
+    try:
+        outcome = server.run(on_ready=announce)
+        if outcome is servers.Outcome.RELOAD:
+            watcher.stop()
+            cause, first_seen = server.reload_cause
+            reloader.reexec(server.listener, cause, first_seen)  # same PID: pidfile stays
+    finally:
+        pidfile.remove()
     code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
     if server.unfinished:
         # Non-daemon request threads would hold the interpreter open: leave now.
@@ -170,6 +182,23 @@ def serve(settings: config.Settings) -> int:
     server.close()
     _logger.info("stopped")
     return code
+
+
+@contextlib.contextmanager
+def _interruptible_startup() -> Iterator[None]:
+    """Until the server's own handlers take over, INT and TERM interrupt start-up (an app
+    import that hangs can still be stopped). After a phoenix reload both arrive blocked:
+    unblock them here, so one sent during the exec gap stops this image as asked."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _load_or_show_error(settings: config.Settings) -> tuple[WSGIApplication, list[str]]:
@@ -250,7 +279,10 @@ class _Watch:
         problems = reloader.check_syntax(changes.paths)
         for problem in problems:
             _logger.error("not reloading, syntax error in %s", problem)
-        return not problems
+        if problems:
+            return False
+        reloader.discard_bytecode(changes.paths)
+        return True
 
     def stop(self) -> None:
         if self.watcher is not None:

@@ -34,6 +34,7 @@ __all__ = [
     "adopt_socket",
     "check_syntax",
     "describe_paths",
+    "discard_bytecode",
     "error_app",
     "reexec",
     "reload_started",
@@ -100,6 +101,20 @@ def check_syntax(paths: Iterable[str]) -> list[str]:
         except ValueError as error:  # null bytes
             problems.append(f"{describe_paths([path])}: {error}")
     return problems
+
+
+def discard_bytecode(paths: Iterable[str]) -> None:
+    """Remove the cached bytecode of changed files. Python trusts a ``.pyc`` whose recorded
+    source mtime (whole seconds) and size match, so an edit that keeps the size within the
+    second of the last compile would otherwise run stale code in the new image."""
+    import importlib.util
+
+    for path in paths:
+        if not path.endswith(".py"):
+            continue
+        for optimization in ("", 1, 2):
+            with contextlib.suppress(OSError, ValueError):
+                os.unlink(importlib.util.cache_from_source(path, optimization=optimization))
 
 
 def adopt_socket() -> socket.socket | None:

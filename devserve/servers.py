@@ -46,7 +46,7 @@ _logger = logging.getLogger(__name__)
 _access_logger = logging.getLogger("devserve.access")
 
 LISTEN_BACKLOG = 1024  # connections that arrive while devserve restarts wait here
-FIRST_BYTE_TIMEOUT = 30.0  # an idle connection (a browser's preconnect) is closed after this
+ACCEPT_BATCH = 32  # connections accepted per wake-up of the control loop
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -145,16 +145,26 @@ class RequestThread(threading.Thread):
 
     kind = "request"
 
-    def __init__(self, target: Callable[..., None], connection: socket.socket, number: int):
-        super().__init__(target=target, args=(connection, self), name=f"devserve.request.{number}")
+    def __init__(
+        self, target: Callable[..., None], connection: socket.socket, client: Any, number: int
+    ) -> None:
+        super().__init__(
+            target=target, args=(connection, client, self), name=f"devserve.request.{number}"
+        )
         self.connection = connection
         self.started_at = time.monotonic()
         self.request: RequestInfo | None = None
-        self.waiting = True  # no byte received yet: an idle connection
+        self.waiting = True  # no request line parsed yet: possibly an idle connection
 
 
 class RequestHandler(WSGIRequestHandler):
     """Werkzeug's handler, recording the request on its thread and logging it our way."""
+
+    def parse_request(self) -> bool:
+        thread = threading.current_thread()
+        if isinstance(thread, RequestThread):
+            thread.waiting = False  # a request has begun: a stop lets it finish
+        return super().parse_request()
 
     def run_wsgi(self) -> None:
         thread = threading.current_thread()
@@ -292,9 +302,13 @@ class ThreadedServer:
 
     # --- serving ---
 
-    def run(self) -> Outcome:
-        """Serve until a stop or reload is asked for; then drain. Returns what ended it."""
+    def run(self, on_ready: Callable[[], None] | None = None) -> Outcome:
+        """Serve until a stop or reload is asked for; then drain. Returns what ended it.
+        ``on_ready`` runs once the signal handlers are in place (so a signal sent by whoever
+        saw the readiness announcement is handled, never fatal)."""
         with capture_signals(GAP_SIGNALS, self.notify):
+            if on_ready is not None:
+                on_ready()
             self._set_accepting(True)
             while self._outcome is None:
                 for key, _ in self._selector.select():
@@ -317,30 +331,32 @@ class ThreadedServer:
         self._accepting = accepting
 
     def _accept(self) -> None:
-        if self._slots is not None and not self._slots.acquire(blocking=False):
-            self._set_accepting(False)  # full: connections wait in the backlog
-            return
-        try:
-            connection, _address = self.listener.accept()
-        except (BlockingIOError, ConnectionAbortedError, InterruptedError):
-            if self._slots is not None:
-                self._slots.release()
-            return
-        self._thread_count += 1
-        thread = RequestThread(self._serve_connection, connection, self._thread_count)
-        with self._threads_lock:
-            self._threads.add(thread)
-        thread.start()
+        """Accept what the backlog holds (up to a batch), one thread per connection."""
+        for _ in range(ACCEPT_BATCH):
+            if self._slots is not None and not self._slots.acquire(blocking=False):
+                self._set_accepting(False)  # full: connections wait in the backlog
+                return
+            try:
+                connection, client = self.listener.accept()
+            except (BlockingIOError, ConnectionAbortedError, InterruptedError):
+                if self._slots is not None:
+                    self._slots.release()
+                return
+            self._thread_count += 1
+            thread = RequestThread(self._serve_connection, connection, client, self._thread_count)
+            with self._threads_lock:
+                self._threads.add(thread)
+            thread.start()
 
-    def _serve_connection(self, connection: socket.socket, thread: RequestThread) -> None:
+    def _serve_connection(
+        self, connection: socket.socket, client: Any, thread: RequestThread
+    ) -> None:
         try:
-            client = connection.getpeername()
-            if self._await_first_byte(connection, thread):
-                self.httpd.finish_request(connection, client)
+            self.httpd.finish_request(connection, client)
         except OSError:
             pass  # the client went away
         except Exception:
-            self.httpd.handle_error(connection, None)
+            self.httpd.handle_error(connection, client)
         finally:
             self.httpd.shutdown_request(connection)
             with self._threads_lock:
@@ -350,19 +366,6 @@ class ThreadedServer:
                 self.notify("slot-free")
             if self._draining:
                 self.notify("request-done")
-
-    def _await_first_byte(self, connection: socket.socket, thread: RequestThread) -> bool:
-        """Wait for the request to start, so a draining server can tell an idle connection
-        (closed at once) from one whose request has begun (served)."""
-        connection.settimeout(FIRST_BYTE_TIMEOUT)
-        try:
-            started = connection.recv(1, socket.MSG_PEEK) != b""
-        except (TimeoutError, OSError):
-            started = False
-        with self._threads_lock:
-            thread.waiting = False
-        connection.settimeout(None)
-        return started
 
     # --- stopping ---
 
@@ -384,11 +387,14 @@ class ThreadedServer:
             return [thread for thread in self._threads if thread.request is not None]
 
     def _close_idle_connections(self) -> None:
+        """End the connections on which no request has begun (a browser's preconnect), so
+        they don't hold a stop or reload up. Only the receiving side is shut: a request
+        whose bytes were already read into its handler's buffer still gets its answer."""
         with self._threads_lock:
             for thread in self._threads:
                 if thread.waiting and not _readable(thread.connection):
                     with contextlib.suppress(OSError):
-                        thread.connection.shutdown(socket.SHUT_RDWR)
+                        thread.connection.shutdown(socket.SHUT_RD)
 
     def _drain(self) -> None:
         """Let running requests finish within the grace period. A second INT/TERM ends the

@@ -59,7 +59,13 @@ def clean_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, s
     """The test's environment without DEVSERVE_* settings, with HOME isolated (no stray
     ~/.devserverc) and colours off so logs are plain lines."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSERVE_")}
-    for name in ("FORCE_COLOR", "PYTEST_ADDOPTS", "COVERAGE_PROCESS_START"):
+    # PYTHONDONTWRITEBYTECODE goes too: users have .pyc caches, and reloads must cope.
+    for name in (
+        "FORCE_COLOR",
+        "PYTEST_ADDOPTS",
+        "COVERAGE_PROCESS_START",
+        "PYTHONDONTWRITEBYTECODE",
+    ):
         env.pop(name, None)
     env.update(HOME=str(home), PYTHONUNBUFFERED="1", NO_COLOR="1")
     env.update(extra or {})
@@ -90,6 +96,7 @@ class DevserveProcess:
         command: Sequence[str] | None = None,
     ) -> None:
         self.args = list(args)
+        self.env = dict(env)
         self.log_path = log_path
         self._log_file = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
         self.popen = subprocess.Popen(
@@ -211,3 +218,12 @@ def wait_reloads(process: DevserveProcess, count: int, timeout: float = 15.0) ->
     """Until the log shows ``count`` reloads in all."""
     wait_until(lambda: count_reloads(process) >= count, timeout, f"{count} reload(s) in the log")
     assert count_reloads(process) == count, process.log
+
+
+def wait_watching(process: DevserveProcess, images: int = 1, timeout: float = 15.0) -> None:
+    """Until the ``images``-th process image (1 + the reloads so far) has its watches set."""
+    wait_until(
+        lambda: len(re.findall(r"watching .* \(ready in", process.log)) >= images,
+        timeout,
+        f"image {images} to watch",
+    )

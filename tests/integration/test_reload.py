@@ -18,6 +18,7 @@ from tests.integration.harness import (
     count_reloads,
     wait_reloads,
     wait_until,
+    wait_watching,
     write_file,
 )
 
@@ -427,3 +428,21 @@ def _readlink(pid: int, fd: str) -> str:
         return os.readlink(f"/proc/{pid}/fd/{fd}")
     except OSError:
         return ""
+
+
+def test_same_size_edit_in_the_same_second_is_not_stale(
+    devserve: StartDevserve, addons: Path
+) -> None:
+    """Python trusts a .pyc whose recorded source mtime and size match: devserve must not
+    let the new image run the previous bytecode."""
+    server = start_reloading(devserve, addons)
+    controller = addons / "demo" / "controllers.py"
+    set_version(addons / "demo", "v2")
+    wait_reloads(server, 1)
+    assert version_of(server) == "v2"  # v2 is now compiled and cached
+    wait_watching(server, images=2)  # the mtime trick below hides the edit from a catch-up
+    cached = os.stat(controller)
+    set_version(addons / "demo", "v3")  # same size...
+    os.utime(controller, ns=(cached.st_atime_ns, cached.st_mtime_ns))  # ...and same mtime
+    wait_reloads(server, 2)
+    assert version_of(server) == "v3"

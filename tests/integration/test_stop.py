@@ -41,17 +41,27 @@ def _start_request(
 
 
 def _wait_running(server: DevserveProcess, path: str) -> None:
-    """Until the app is inside ``path`` (/stats counts a slow request once it runs)."""
-    wait_until(
-        lambda: server.request("/stats").text != "max_concurrent=0",
-        timeout=10,
-        what=f"{path} to be running",
+    """Until the app is inside ``path``: slowapp touches $SLOWAPP_STARTED then."""
+    marker = Path(server.env["SLOWAPP_STARTED"])
+    wait_until(marker.exists, timeout=10, what=f"{path} to be running")
+
+
+def start_slowapp(devserve: StartDevserve, tmp_path: Path, *args: str) -> DevserveProcess:
+    return devserve(
+        "-p",
+        "0",
+        *args,
+        "slowapp:app",
+        cwd=APPS,
+        env_extra={"SLOWAPP_STARTED": str(tmp_path / "slow-started")},
     )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_stop_lets_the_running_request_finish(devserve: StartDevserve, signum: int) -> None:
-    server = devserve("-p", "0", "slowapp:app", cwd=APPS)
+def test_stop_lets_the_running_request_finish(
+    devserve: StartDevserve, tmp_path: Path, signum: int
+) -> None:
+    server = start_slowapp(devserve, tmp_path)
     thread, results = _start_request(server, "/slow?seconds=1")
     _wait_running(server, "/slow")
 
@@ -81,8 +91,8 @@ def test_idle_server_stops_at_once(devserve: StartDevserve) -> None:
         idle.close()
 
 
-def test_second_signal_forces_the_stop(devserve: StartDevserve) -> None:
-    server = devserve("-p", "0", "slowapp:app", cwd=APPS)
+def test_second_signal_forces_the_stop(devserve: StartDevserve, tmp_path: Path) -> None:
+    server = start_slowapp(devserve, tmp_path)
     thread, results = _start_request(server, "/slow?seconds=20")
     _wait_running(server, "/slow")
 
@@ -97,8 +107,8 @@ def test_second_signal_forces_the_stop(devserve: StartDevserve) -> None:
     assert len(results) == 1 and isinstance(results[0], OSError), results
 
 
-def test_grace_period_bounds_the_wait(devserve: StartDevserve) -> None:
-    server = devserve("-p", "0", "--shutdown-grace", "0.5", "slowapp:app", cwd=APPS)
+def test_grace_period_bounds_the_wait(devserve: StartDevserve, tmp_path: Path) -> None:
+    server = start_slowapp(devserve, tmp_path, "--shutdown-grace", "0.5")
     thread, results = _start_request(server, "/slow?seconds=20")
     _wait_running(server, "/slow")
 

@@ -5,6 +5,7 @@
 /stats            -> "max_concurrent=N" (the most requests seen running at once)
 """
 
+import os
 import threading
 import time
 from urllib.parse import parse_qs
@@ -25,6 +26,9 @@ def app(environ, start_response):
         with _lock:
             _running += 1
             _max_running = max(_max_running, _running)
+        if os.environ.get("SLOWAPP_STARTED"):
+            with open(os.environ["SLOWAPP_STARTED"], "w") as marker:
+                marker.write("started")
         try:
             time.sleep(seconds)
         finally:
