@@ -172,14 +172,15 @@ def _serve(settings: config.Settings) -> int:
             watcher.stop()
             cause, first_seen = server.reload_cause
             reloader.reexec(server.listener, cause, first_seen)  # same PID: pidfile stays
+        code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
+        if server.unfinished:
+            # Non-daemon request threads would hold the interpreter open: leave now.
+            pidfile.remove()
+            logging.shutdown()
+            os._exit(code)
     finally:
         pidfile.remove()
-    code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
-    if server.unfinished:
-        # Non-daemon request threads would hold the interpreter open: leave now.
-        logging.shutdown()
-        os._exit(code)
-    server.close()
+        server.close()  # idle pooled threads end
     _logger.info("stopped")
     return code
 

@@ -47,6 +47,7 @@ _access_logger = logging.getLogger("devserve.access")
 
 LISTEN_BACKLOG = 1024  # connections that arrive while devserve restarts wait here
 ACCEPT_BATCH = 32  # connections accepted per wake-up of the control loop
+IDLE_THREAD_TIMEOUT = 30.0  # a pooled request thread with no work for this long retires
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -141,18 +142,17 @@ class RequestInfo:
 
 
 class RequestThread(threading.Thread):
-    """A thread serving one connection. Non-daemon: a stop lets it finish."""
+    """A pooled thread serving one connection at a time. Non-daemon: a stop lets it finish
+    its request. Between connections it waits for the next one, and retires when none has
+    come for a while."""
 
     kind = "request"
 
-    def __init__(
-        self, target: Callable[..., None], connection: socket.socket, client: Any, number: int
-    ) -> None:
-        super().__init__(
-            target=target, args=(connection, client, self), name=f"devserve.request.{number}"
-        )
-        self.connection = connection
-        self.started_at = time.monotonic()
+    def __init__(self, work: Callable[[RequestThread], None], number: int) -> None:
+        super().__init__(target=work, args=(self,), name=f"devserve.request.{number}")
+        self.jobs: queue.SimpleQueue[tuple[socket.socket, Any] | None] = queue.SimpleQueue()
+        self.connection: socket.socket | None = None  # None while idle in the pool
+        self.started_at = 0.0  # when the current connection was accepted
         self.request: RequestInfo | None = None
         self.waiting = True  # no request line parsed yet: possibly an idle connection
 
@@ -240,7 +240,8 @@ class ThreadedServer:
         os.set_blocking(self._wake_write, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
-        self._threads: set[RequestThread] = set()
+        self._threads: set[RequestThread] = set()  # the pool: busy and idle threads
+        self._idle: list[RequestThread] = []  # the idle ones, most recently used last
         self._threads_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_threads) if max_threads else None
         self._accepting = False
@@ -342,14 +343,42 @@ class ThreadedServer:
                 if self._slots is not None:
                     self._slots.release()
                 return
-            self._thread_count += 1
-            thread = RequestThread(self._serve_connection, connection, client, self._thread_count)
-            with self._threads_lock:
+            self._dispatch(connection, client)
+
+    def _dispatch(self, connection: socket.socket, client: Any) -> None:
+        """Hand the connection to an idle pooled thread, or to a new one. Starting a thread
+        makes the caller wait until it runs; handing over to an idle one does not."""
+        with self._threads_lock:
+            thread = self._idle.pop() if self._idle else None
+            if thread is None:
+                self._thread_count += 1
+                thread = RequestThread(self._work, self._thread_count)
                 self._threads.add(thread)
+            thread.connection = connection
+            thread.started_at = time.monotonic()
+            thread.waiting = True
+        thread.jobs.put((connection, client))
+        if not thread.is_alive():
             thread.start()
 
+    def _work(self, thread: RequestThread) -> None:
+        """A pooled thread's life: serve each connection handed over, until retired."""
+        while True:
+            try:
+                job = thread.jobs.get(timeout=IDLE_THREAD_TIMEOUT)
+            except queue.Empty:
+                with self._threads_lock:
+                    if thread in self._idle:  # nobody picked it meanwhile: retire
+                        self._idle.remove(thread)
+                        self._threads.discard(thread)
+                        return
+                job = thread.jobs.get()  # picked just now: the connection is coming
+            if job is None:
+                return
+            self._serve_connection(thread, *job)
+
     def _serve_connection(
-        self, connection: socket.socket, client: Any, thread: RequestThread
+        self, thread: RequestThread, connection: socket.socket, client: Any
     ) -> None:
         try:
             self.httpd.finish_request(connection, client)
@@ -360,7 +389,8 @@ class ThreadedServer:
         finally:
             self.httpd.shutdown_request(connection)
             with self._threads_lock:
-                self._threads.discard(thread)
+                thread.connection = None
+                self._idle.append(thread)
             if self._slots is not None:
                 self._slots.release()
                 self.notify("slot-free")
@@ -392,9 +422,14 @@ class ThreadedServer:
         whose bytes were already read into its handler's buffer still gets its answer."""
         with self._threads_lock:
             for thread in self._threads:
-                if thread.waiting and not _readable(thread.connection):
+                connection = thread.connection
+                if connection is not None and thread.waiting and not _readable(connection):
                     with contextlib.suppress(OSError):
-                        thread.connection.shutdown(socket.SHUT_RD)
+                        connection.shutdown(socket.SHUT_RD)
+
+    def _connections(self) -> int:
+        with self._threads_lock:
+            return sum(1 for thread in self._threads if thread.connection is not None)
 
     def _drain(self) -> None:
         """Let running requests finish within the grace period. A second INT/TERM ends the
@@ -404,16 +439,13 @@ class ThreadedServer:
         grace = self.reload_grace if self._outcome is Outcome.RELOAD else self.shutdown_grace
         deadline = time.monotonic() + grace
         while self._outcome is not Outcome.FORCED:
-            with self._threads_lock:
-                running = [thread for thread in self._threads if thread.is_alive()]
             remaining = deadline - time.monotonic()
-            if not running or remaining <= 0:
+            if not self._connections() or remaining <= 0:
                 break
             for key, _ in self._selector.select(timeout=remaining):
                 if key.data == "wake":
                     self._handle_events()
-        with self._threads_lock:
-            self.unfinished = sum(1 for thread in self._threads if thread.is_alive())
+        self.unfinished = self._connections()
         if self._outcome is Outcome.FORCED:
             _logger.warning("forced stop: %d request(s) cut short", self.unfinished)
         elif self.unfinished:
@@ -424,6 +456,10 @@ class ThreadedServer:
             )
 
     def close(self) -> None:
+        """Release everything; idle pooled threads end (they are not daemons)."""
+        with self._threads_lock:
+            for thread in self._threads:
+                thread.jobs.put(None)
         self._selector.close()
         os.close(self._wake_read)
         os.close(self._wake_write)

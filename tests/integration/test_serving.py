@@ -136,3 +136,14 @@ def _concurrently(server, paths: list[str]) -> list[Response]:  # type: ignore[n
         thread.join(30)
     assert all(result is not None for result in results), "a request did not complete"
     return [result for result in results if result is not None]
+
+
+def test_request_threads_are_pooled(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", "slowapp:app", cwd=APPS)
+    tasks = Path(f"/proc/{server.pid}/task")
+    server.request("/")
+    before = len(list(tasks.iterdir()))
+    for _ in range(50):
+        assert server.request("/").status == 200
+    # Sequential connections reuse one pooled thread instead of starting 50.
+    assert len(list(tasks.iterdir())) <= before + 1
