@@ -141,10 +141,11 @@ def _concurrently(server, paths: list[str]) -> list[Response]:  # type: ignore[n
 def test_request_threads_are_pooled(devserve: StartDevserve) -> None:
     server = devserve("-p", "0", "slowapp:app", cwd=APPS)
     tasks = Path(f"/proc/{server.pid}/task")
-    server.request("/")
-    threads_after_one = {task.name for task in tasks.iterdir()}
+    seen: set[str] = set()
     for _ in range(50):
         assert server.request("/").status == 200
-    # The thread that served the first connection served the other 50: no thread was
-    # started or retired (without a pool, each connection's thread is a new one).
-    assert {task.name for task in tasks.iterdir()} == threads_after_one
+        seen |= {task.name for task in tasks.iterdir()}
+    # A few pooled threads served all 50 connections (the client may get its answer just
+    # before the thread is back in the pool, so a second one can appear); without a pool
+    # every connection would get a new thread.
+    assert len(seen) <= 4, seen
