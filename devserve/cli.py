@@ -158,8 +158,9 @@ def _serve(settings: config.Settings) -> int:
 
     def announce() -> None:
         if reloaded:
-            first_seen, cause = reloaded
-            _logger.info("reloaded in %.0f ms: %s", reloader.elapsed_ms(first_seen), cause)
+            now = time.monotonic()
+            took = (now - reloaded.first_seen) * 1000
+            _logger.info("reloaded in %.0f ms: %s", took, reloaded.summary(now))
         else:
             _print_banner(settings, server)
         watcher.start_in_background(server.notify)
@@ -168,10 +169,9 @@ def _serve(settings: config.Settings) -> int:
     pidfile.write()
     try:
         outcome = server.run(on_ready=announce)
-        if outcome is servers.Outcome.RELOAD:
+        if outcome is servers.Outcome.RELOAD and server.reload is not None:
             watcher.stop()
-            cause, first_seen = server.reload_cause
-            reloader.reexec(server.listener, cause, first_seen)  # same PID: pidfile stays
+            reloader.reexec(server.listener, server.reload)  # same PID: the pidfile stays
         code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
         if server.unfinished:
             # Non-daemon request threads would hold the interpreter open: leave now.

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GAP_SIGNALS",
     "FileChanges",
+    "Reload",
     "adopt_socket",
     "check_syntax",
     "describe_paths",
@@ -45,7 +46,7 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 LISTEN_FD = 3  # the first descriptor systemd passes (SD_LISTEN_FDS_START)
-RELOAD_ENV = "DEVSERVE_RELOADING"  # "<monotonic time of the change> <what changed>"
+RELOAD_ENV = "DEVSERVE_RELOADING"  # "<first_seen> <decided> <exec_at> <what changed>"
 # Signals blocked across the exec gap: delivered late to the new image, never fatal.
 GAP_SIGNALS = frozenset(
     {
@@ -67,6 +68,28 @@ class FileChanges:
 
     paths: frozenset[str]
     first_seen: float  # time.monotonic() of the first change
+
+
+@dataclass(frozen=True)
+class Reload:
+    """Why and when a reload happens; every time is ``time.monotonic()``, which is the same
+    clock for the old and the new image (CLOCK_MONOTONIC is system-wide)."""
+
+    cause: str
+    first_seen: float  # the change happened (the first event of its batch), or HUP arrived
+    decided: float  # the batch settled and compiled: the server starts draining
+    exec_at: float = 0.0  # drained: the exec
+
+    def summary(self, ready: float) -> str:
+        """``hello/controllers.py (settle 27 + drain 0 + restart 96)``, in milliseconds."""
+
+        def ms(start: float, end: float) -> int:
+            return round((end - start) * 1000)
+
+        return (
+            f"{self.cause} (settle {ms(self.first_seen, self.decided)} + drain "
+            f"{ms(self.decided, self.exec_at)} + restart {ms(self.exec_at, ready)})"
+        )
 
 
 def describe_paths(paths: Iterable[str], limit: int = 3) -> str:
@@ -133,14 +156,14 @@ def adopt_socket() -> socket.socket | None:
     return sock
 
 
-def reload_started() -> tuple[float, str] | None:
-    """When this image is the result of a reload: when the change happened, and what."""
+def reload_started() -> Reload | None:
+    """When this image is the result of a reload: what changed, and when each step began."""
     value = os.environ.pop(RELOAD_ENV, None)
     if not value:
         return None
-    first_seen, _, cause = value.partition(" ")
     try:
-        return float(first_seen), cause
+        first_seen, decided, exec_at, cause = value.split(" ", 3)
+        return Reload(cause, float(first_seen), float(decided), float(exec_at))
     except ValueError:
         return None
 
@@ -159,16 +182,15 @@ def _gap_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def reexec(listener: socket.socket, cause: str, first_seen: float) -> NoReturn:
+def reexec(listener: socket.socket, reload: Reload) -> NoReturn:
     """Replace this process with a fresh image of itself: same PID, same command line,
     same interpreter options, same listen socket."""
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
     with _gap_signals_blocked():
         logging.shutdown()  # flush the log before the image goes
         os.dup2(listener.fileno(), LISTEN_FD, inheritable=True)
-        os.environ.update(
-            LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), **{RELOAD_ENV: f"{first_seen} {cause}"}
-        )
+        timing = f"{reload.first_seen} {reload.decided} {time.monotonic()} {reload.cause}"
+        os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), **{RELOAD_ENV: timing})
         # Close every other descriptor we may have leaked (inotify's is not close-on-exec).
         os.closerange(LISTEN_FD + 1, _max_fd())
         os.execv(sys.executable, argv)
@@ -230,7 +252,3 @@ pre{{background:#fee;padding:1rem;overflow:auto}}</style></head>
 <body><h1>The app failed to load</h1><p>{summary}</p><pre>{details}</pre>
 <p>devserve is watching: save a fix and reload this page.</p></body></html>
 """
-
-
-def elapsed_ms(first_seen: float) -> float:
-    return (time.monotonic() - first_seen) * 1000

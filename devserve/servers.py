@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from devserve.errors import BindError
-from devserve.reloader import GAP_SIGNALS, FileChanges, describe_paths
+from devserve.reloader import GAP_SIGNALS, FileChanges, Reload, describe_paths
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -233,7 +233,7 @@ class ThreadedServer:
         self.shutdown_grace = shutdown_grace
         self.reload_grace = reload_grace
         self.on_changes = on_changes  # decides whether a batch of changed files reloads
-        self.reload_cause = ("", 0.0)  # what asked for the reload, and when (monotonic)
+        self.reload: Reload | None = None  # what asked for the reload under way, and when
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -299,7 +299,7 @@ class ThreadedServer:
 
     def _reload(self, cause: str, first_seen: float) -> None:
         self._outcome = Outcome.RELOAD
-        self.reload_cause = (cause, first_seen)
+        self.reload = Reload(cause, first_seen, decided=time.monotonic())
 
     # --- serving ---
 

@@ -79,6 +79,10 @@ POLLED_FILESYSTEMS = frozenset(
     {"nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "drvfs", "vboxsf", "vmhgfs", "fuse.sshfs"}
 )
 RESCAN = "<events lost: rescan>"  # reported when the kernel's event queue overflowed
+# A batch is complete after this long without a new change: the writes of one editor save
+# or one git checkout come microseconds apart, and every millisecond here is reload latency.
+SETTLE_QUIET = 0.02
+SETTLE_MAX = 2.0  # ...or this long after its first change, for a writer that never pauses
 
 Emit = Callable[[str], None]
 
@@ -160,8 +164,8 @@ class Debouncer:
     def __init__(
         self,
         on_batch: Callable[[frozenset[str], float], None],
-        quiet: float = 0.05,
-        max_wait: float = 2.0,
+        quiet: float = SETTLE_QUIET,
+        max_wait: float = SETTLE_MAX,
     ) -> None:
         self.on_batch = on_batch
         self.quiet = quiet
@@ -465,7 +469,7 @@ class Watcher:
     files: list[str] = field(default_factory=list)
     path_filter: PathFilter = field(default_factory=PathFilter)
     backend: str = "auto"
-    quiet: float = 0.05
+    quiet: float = SETTLE_QUIET
     since: float | None = None  # also report files modified after this time.time()
     backends: list[Backend] = field(default_factory=list, init=False)
 

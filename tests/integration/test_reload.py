@@ -86,7 +86,7 @@ def test_save_reloads_in_place_same_pid(
     set_version(addons / "demo", "v2", atomic=atomic)
     wait_reloads(server, 1)
     assert version_of(server) == "v2"
-    assert "controllers.py" in server.log.split("reloaded in")[1].splitlines()[0]
+    assert "controllers.py (settle " in server.log.split("reloaded in")[1].splitlines()[0]
     assert pidfile.read_text().strip() == str(server.pid)
     assert server.popen.poll() is None  # the same process, re-exec'd
 
@@ -114,7 +114,7 @@ def test_ignored_and_excluded_paths_do_not_reload(devserve: StartDevserve, addon
     # A real change afterwards: the only reload must name it alone.
     set_version(demo, "v2")
     wait_reloads(server, 1)
-    cause = server.log.split("reloaded in")[1].splitlines()[0]
+    cause = server.log.split("reloaded in")[1].splitlines()[0].split(" (settle")[0]
     assert cause.endswith("controllers.py"), cause
     assert version_of(server) == "v2"
 

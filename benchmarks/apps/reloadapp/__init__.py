@@ -1,0 +1,1 @@
+"""The package benchmarks/reload.py serves and edits (a temporary copy of it, never this one)."""
