@@ -446,3 +446,40 @@ def test_same_size_edit_in_the_same_second_is_not_stale(
     os.utime(controller, ns=(cached.st_atime_ns, cached.st_mtime_ns))  # ...and same mtime
     wait_reloads(server, 2)
     assert version_of(server) == "v3"
+
+
+def test_watchdog_backend(devserve: StartDevserve, addons: Path) -> None:
+    server = start_reloading(devserve, addons, "--reload-backend", "watchdog")
+    assert "with watchdog" in server.log
+    set_version(addons / "demo", "v2", atomic=True)
+    wait_reloads(server, 1)
+    assert version_of(server) == "v2"
+
+
+def test_symlinked_addon_is_followed(devserve: StartDevserve, tmp_path: Path) -> None:
+    elsewhere = make_addons(tmp_path / "elsewhere")
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "demo").symlink_to(elsewhere / "demo", target_is_directory=True)
+    server = start_reloading(devserve, served)
+    assert version_of(server) == "v1"
+    set_version(elsewhere / "demo", "v2")  # edited through its real path
+    wait_reloads(server, 1)
+    assert version_of(server) == "v2"
+
+
+def test_broken_file_outside_the_watched_folders_is_watched(
+    devserve: StartDevserve, tmp_path: Path
+) -> None:
+    package = tmp_path / "site_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "wsgi.py").write_text("import helper\n\n" + WSGI.format(text="ok"))
+    helper = tmp_path / "helper.py"  # beside the package, so outside the watched folder
+    helper.write_text("raise RuntimeError('helper is broken')\n")
+    server = devserve("-p", "0", "--dev", "reload", "site_pkg.wsgi:app", cwd=tmp_path)
+    server.wait_for_log("watching site_pkg")
+    assert "helper is broken" in server.request("/").text
+    write_file(helper, "VALUE = 1\n")
+    wait_reloads(server, 1)
+    assert server.request("/").text == "ok"
