@@ -66,7 +66,7 @@ DEFAULT_IGNORED_FILES = (
     "*.swx",
     "*.swo",
     "4913",  # vim's write test
-    "___jb_*",  # JetBrains safe-write temp files
+    "*___jb_*___",  # JetBrains safe-write temp files (x.py___jb_tmp___, x.py___jb_old___)
     "*-journal",  # SQLite
     "*-wal",
     "*-shm",
@@ -78,13 +78,13 @@ DEFAULT_IGNORED_FILES = (
 POLLED_FILESYSTEMS = frozenset(
     {"nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "drvfs", "vboxsf", "vmhgfs", "fuse.sshfs"}
 )
-RESCAN = "<events lost: rescan>"  # reported when the kernel's event queue overflowed
 # A batch is complete after this long without a new change: the writes of one editor save
 # or one git checkout come microseconds apart, and every millisecond here is reload latency.
 SETTLE_QUIET = 0.02
 SETTLE_MAX = 2.0  # ...or this long after its first change, for a writer that never pauses
 
 Emit = Callable[[str], None]
+Snapshot = dict[str, tuple[int, int, int]]  # path -> (mtime_ns, size, inode)
 
 
 # --- what matters ---
@@ -130,9 +130,12 @@ class PathFilter:
         return f"PathFilter(include={list(self.include)}, exclude={list(self.exclude)})"
 
 
-def walk(root: str, path_filter: PathFilter) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
+def walk(
+    root: str, path_filter: PathFilter, enter: Callable[[str], bool] | None = None
+) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
     """Every watched folder under ``root`` with its entries, following symlinks (each real
-    folder once, so a symlink loop ends)."""
+    folder once, so a symlink loop ends). ``enter(folder)`` runs before the folder is
+    listed; when it returns False the folder and everything below it are skipped."""
     seen: set[str] = set()
     stack = [root]
     while stack:
@@ -141,6 +144,8 @@ def walk(root: str, path_filter: PathFilter) -> Iterator[tuple[str, list[os.DirE
         if real in seen:
             continue
         seen.add(real)
+        if enter is not None and not enter(folder):
+            continue
         try:
             with os.scandir(folder) as entries:
                 listed = list(entries)
@@ -212,7 +217,14 @@ class Backend(abc.ABC):
     def __init__(self, path_filter: PathFilter, emit: Emit) -> None:
         self.path_filter = path_filter
         self.emit = emit
-        self.unwatchable: list[str] = []  # roots this backend could not watch: poll them
+        self.unwatchable: list[str] = []  # folders this backend could not watch
+        # Called with (folder, its root) for each of them, at start or later: poll it.
+        self.poll_instead: Callable[[str, str], None] | None = None
+
+    def cannot_watch(self, folder: str, root: str) -> None:
+        self.unwatchable.append(folder)
+        if self.poll_instead is not None:
+            self.poll_instead(folder, root)
 
     @abc.abstractmethod
     def start(self, roots: list[str], files: Iterable[str] = ()) -> None:
@@ -228,7 +240,8 @@ class Backend(abc.ABC):
 
 
 class PollingBackend(Backend):
-    """Compares ``stat`` results every ``interval`` seconds: for filesystems without events."""
+    """Compares ``stat`` results every ``interval`` seconds: for filesystems without events,
+    and for folders another backend could not watch (added while running)."""
 
     name = "poll"
 
@@ -236,40 +249,54 @@ class PollingBackend(Backend):
         super().__init__(path_filter, emit)
         self.interval = interval
         self._stopped = threading.Event()
-        self._roots: list[str] = []
+        self._lock = threading.Lock()  # roots may be added while the poll thread runs
+        self._roots: list[tuple[str, str]] = []  # (folder, the root its paths are under)
         self._files: frozenset[str] = frozenset()
         self._snapshot: dict[str, tuple[int, int, int]] = {}
 
-    def _scan(self) -> dict[str, tuple[int, int, int]]:
-        found: dict[str, tuple[int, int, int]] = {}
-        for root in self._roots:
-            for _folder, entries in walk(root, self.path_filter):
+    def _scan(self, roots: Iterable[tuple[str, str]], files: Iterable[str] = ()) -> Snapshot:
+        found: Snapshot = {}
+        for folder, root in roots:
+            for _folder, entries in walk(folder, self.path_filter):
                 for entry in entries:
                     with contextlib.suppress(OSError):
                         if entry.is_file() and self.path_filter.matches(entry.path, root):
                             stat = entry.stat()
                             found[entry.path] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        for path in self._files:
+        for path in files:
             with contextlib.suppress(OSError):
                 stat = os.stat(path)
                 found[path] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         return found
 
     def start(self, roots: list[str], files: Iterable[str] = ()) -> None:
-        self._roots = list(roots)
-        self._files = frozenset(files)
-        self._snapshot = self._scan()
+        with self._lock:
+            self._roots = [(root, root) for root in roots]
+            self._files = frozenset(files)
+            self._snapshot = self._scan(self._roots, self._files)
         thread = threading.Thread(target=self._run, name="devserve.watcher.poll", daemon=True)
         thread.kind = "watcher"  # type: ignore[attr-defined]
         thread.start()
 
+    def add(self, folder: str, root: str, report_existing: bool = False) -> None:
+        """Poll one more folder. ``report_existing``: its files are new (the folder appeared
+        while running), so report them now."""
+        found = self._scan([(folder, root)])
+        with self._lock:
+            self._roots.append((folder, root))
+            self._snapshot.update(found)
+        if report_existing:
+            for path in found:
+                self.emit(path)
+
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
-            current = self._scan()
-            for path in current.keys() | self._snapshot.keys():
-                if current.get(path) != self._snapshot.get(path):
-                    self.emit(path)
-            self._snapshot = current
+            with self._lock:
+                current = self._scan(self._roots, self._files)
+                for path in current.keys() | self._snapshot.keys():
+                    if current.get(path) != self._snapshot.get(path):
+                        self.emit(path)
+                self._snapshot = current
 
     def stop(self) -> None:
         self._stopped.set()
@@ -302,27 +329,43 @@ class InotifyBackend(Backend):
         self._warned = False
 
     def _add_tree(self, folder: str, root: str, report_files: bool = False) -> None:
-        import inotify.calls
-
-        for path, entries in walk(folder, self.path_filter):
-            if any(path.startswith(gone + os.sep) for gone in self.unwatchable):
-                continue  # inside a subtree that is polled already
-            try:
-                self._inotify.add_watch(path, self._mask)
-            except inotify.calls.InotifyError as error:
-                if error.errno == errno.ENOSPC:
-                    self._out_of_watches(path)
-                    continue
-                if error.errno in (errno.ENOENT, errno.EACCES, errno.ENOTDIR):
-                    continue
-                raise
-            self._roots_of[path] = root
+        # Each folder is watched before it is listed: a file or folder created in between
+        # is then either listed or reported by the watch, never missed.
+        for _path, entries in walk(folder, self.path_filter, lambda path: self._watch(path, root)):
             if report_files:  # files created before the watch existed
                 for entry in entries:
                     self.report(entry.path, root)
 
-    def _out_of_watches(self, path: str) -> None:
-        self.unwatchable.append(path)
+    def _watch(self, path: str, root: str) -> bool:
+        import inotify.calls
+
+        if any(path.startswith(gone + os.sep) for gone in self.unwatchable):
+            return False  # inside a subtree that is polled already
+        try:
+            self._inotify.add_watch(path, self._mask)
+        except inotify.calls.InotifyError as error:
+            if error.errno == errno.ENOSPC:
+                self._out_of_watches(path, root)
+                return False
+            if error.errno in (errno.ENOENT, errno.EACCES, errno.ENOTDIR):
+                return False
+            raise
+        self._roots_of[path] = root
+        return True
+
+    def _forget_tree(self, folder: str) -> None:
+        """A watched folder was deleted or moved away: drop its watches and those below it,
+        or the adapter (which still knows the path) would refuse to watch a new folder
+        created at that path."""
+        import inotify.calls
+
+        for path in [p for p in self._roots_of if p == folder or p.startswith(folder + os.sep)]:
+            del self._roots_of[path]
+            with contextlib.suppress(inotify.calls.InotifyError):  # gone with its folder
+                self._inotify.remove_watch(path)
+
+    def _out_of_watches(self, path: str, root: str) -> None:
+        self.cannot_watch(path, root)
         if not self._warned:
             self._warned = True
             _logger.warning(
@@ -347,15 +390,15 @@ class InotifyBackend(Backend):
 
     def _run(self) -> None:
         flags = self._flags
-        for event in self._inotify.event_gen(yield_nones=True):
+        # No terminal events: an unmounted folder must not end the watching of the others.
+        # (The package drops the kernel's queue-overflow event: 16384 events pending unread,
+        # far beyond what a checkout produces while this thread keeps reading.)
+        for event in self._inotify.event_gen(yield_nones=True, terminal_events=()):
             if self._stopped.is_set():
                 return
             if event is None:
                 continue
             header, _names, folder, name = event
-            if header.mask & flags.IN_Q_OVERFLOW:
-                self.emit(RESCAN)
-                continue
             path = os.path.join(folder, name)
             root = self._roots_of.get(folder)
             if root is None:
@@ -364,6 +407,8 @@ class InotifyBackend(Backend):
                 appeared = header.mask & (flags.IN_CREATE | flags.IN_MOVED_TO)
                 if appeared and root and self.path_filter.watches_dir(path, root):
                     self._add_tree(path, root, report_files=True)
+                elif header.mask & (flags.IN_DELETE | flags.IN_MOVED_FROM):
+                    self._forget_tree(path)
                 continue
             if root or path in self._files:
                 self.report(path, root, self._files)
@@ -398,7 +443,9 @@ class WatchdogBackend(Backend):
                     return
                 for raw in (event.src_path, getattr(event, "dest_path", "")):
                     path = os.fsdecode(raw)
-                    if path and (path in file_set or self.root):
+                    if path in file_set or (
+                        path and self.root and backend._in_watched_folder(path, self.root)
+                    ):
                         backend.report(path, self.root, file_set)
 
         for root in roots:
@@ -407,12 +454,22 @@ class WatchdogBackend(Backend):
             except OSError as error:
                 if error.errno != errno.ENOSPC:
                     raise
-                self.unwatchable.append(root)
+                self.cannot_watch(root, root)
         for folder in {os.path.dirname(path) for path in file_set}:
             with contextlib.suppress(OSError):
                 self._observer.schedule(Handler(""), folder, recursive=False)
         self._observer.daemon = True
         self._observer.start()
+
+    def _in_watched_folder(self, path: str, root: str) -> bool:
+        """watchdog watches every folder under a root: drop the events from those the
+        other backends leave out (a virtualenv is known by its pyvenv.cfg, not its name)."""
+        folder = os.path.dirname(path)
+        while folder.startswith(root + os.sep):
+            if not self.path_filter.watches_dir(folder, root):
+                return False
+            folder = os.path.dirname(folder)
+        return True
 
     def stop(self) -> None:
         self._observer.stop()
@@ -472,6 +529,9 @@ class Watcher:
     quiet: float = SETTLE_QUIET
     since: float | None = None  # also report files modified after this time.time()
     backends: list[Backend] = field(default_factory=list, init=False)
+    _poller: PollingBackend | None = field(default=None, init=False)
+    _started: bool = field(default=False, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def start(self) -> float:
         """Set up every watch; returns how long that took (seconds)."""
@@ -483,17 +543,27 @@ class Watcher:
         event_roots, polled_roots = self._split_roots()
         if event_roots or self.files:
             backend = self._make_event_backend(debouncer.put)
+            backend.poll_instead = self._poll_instead
             backend.start(event_roots, self.files)
-            self.backends.append(backend)
-            polled_roots += backend.unwatchable
-        if polled_roots:
-            poller = PollingBackend(self.path_filter, debouncer.put)
-            poller.start(polled_roots)
-            self.backends.append(poller)
+            self.backends.insert(0, backend)
+        for root in polled_roots:
+            self._poll_instead(root, root)
+        self._started = True
         debouncer.start()
         if self.since is not None:
             self._report_modified_since(self.since, debouncer.put)
         return time.monotonic() - started
+
+    def _poll_instead(self, folder: str, root: str) -> None:
+        """Poll a folder no event backend watches: a slow filesystem, or one inotify ran out
+        of watches for (at start, or when it appeared later: then its files are new)."""
+        with self._lock:
+            if self._poller is None:
+                self._poller = PollingBackend(self.path_filter, self._debouncer.put)
+                self._poller.start([])
+                self.backends.append(self._poller)
+            poller = self._poller
+        poller.add(folder, root, report_existing=self._started)
 
     def _make_event_backend(self, emit: Emit) -> Backend:
         name = self._event_backend()
@@ -518,6 +588,10 @@ class Watcher:
                             and entry.stat().st_mtime > threshold
                         ):
                             emit(entry.path)
+        for path in self.files:
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_mtime > threshold:
+                    emit(path)
 
     def _event_backend(self) -> str:
         if self.backend != "auto":
