@@ -154,6 +154,7 @@ def _serve(settings: config.Settings) -> int:
         shutdown_grace=settings.shutdown_grace,
         reload_grace=settings.reload_grace,
         on_changes=watcher.accepts,
+        connections=reloader.adopt_connections(),
     )
 
     def announce() -> None:
@@ -171,7 +172,8 @@ def _serve(settings: config.Settings) -> int:
         outcome = server.run(on_ready=announce)
         if outcome is servers.Outcome.RELOAD and server.reload is not None:
             watcher.stop()
-            reloader.reexec(server.listener, server.reload)  # same PID: the pidfile stays
+            # Same PID: the pidfile stays.
+            reloader.reexec(server.listener, server.reload, server.handover)
         code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
         if server.unfinished:
             # Non-daemon request threads would hold the interpreter open: leave now.

@@ -13,6 +13,7 @@ The same adoption serves systemd socket activation.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import html
 import logging
 import os
@@ -32,6 +33,7 @@ __all__ = [
     "GAP_SIGNALS",
     "FileChanges",
     "Reload",
+    "adopt_connections",
     "adopt_socket",
     "check_syntax",
     "describe_paths",
@@ -47,6 +49,7 @@ _logger = logging.getLogger(__name__)
 
 LISTEN_FD = 3  # the first descriptor systemd passes (SD_LISTEN_FDS_START)
 RELOAD_ENV = "DEVSERVE_RELOADING"  # "<first_seen> <decided> <exec_at> <what changed>"
+CONNECTIONS_ENV = "DEVSERVE_CONNECTION_FDS"  # "4,5": connections handed over by a reload
 # Signals blocked across the exec gap: delivered late to the new image, never fatal.
 GAP_SIGNALS = frozenset(
     {
@@ -182,19 +185,45 @@ def _gap_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def reexec(listener: socket.socket, reload: Reload) -> NoReturn:
+def reexec(
+    listener: socket.socket, reload: Reload, connections: Iterable[socket.socket] = ()
+) -> NoReturn:
     """Replace this process with a fresh image of itself: same PID, same command line,
-    same interpreter options, same listen socket."""
+    same interpreter options, same listen socket; accepted connections whose request was
+    not served yet go along (fds 4, 5, ... listed in ``DEVSERVE_CONNECTION_FDS``)."""
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
     with _gap_signals_blocked():
         logging.shutdown()  # flush the log before the image goes
-        os.dup2(listener.fileno(), LISTEN_FD, inheritable=True)
+        # First out of the way (above every target number), then onto 3, 4, 5...
+        passed = [listener, *connections]
+        above = LISTEN_FD + len(passed)
+        high = [fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, above) for sock in passed]
+        for target, descriptor in enumerate(high, start=LISTEN_FD):
+            os.dup2(descriptor, target, inheritable=True)
+        extra = ",".join(str(fd) for fd in range(LISTEN_FD + 1, LISTEN_FD + len(passed)))
         timing = f"{reload.first_seen} {reload.decided} {time.monotonic()} {reload.cause}"
-        os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), **{RELOAD_ENV: timing})
+        os.environ.update(
+            LISTEN_FDS="1",
+            LISTEN_PID=str(os.getpid()),
+            **{RELOAD_ENV: timing, CONNECTIONS_ENV: extra},
+        )
         # Close every other descriptor we may have leaked (inotify's is not close-on-exec).
-        os.closerange(LISTEN_FD + 1, _max_fd())
+        os.closerange(LISTEN_FD + len(passed), _max_fd())
         os.execv(sys.executable, argv)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def adopt_connections() -> list[socket.socket]:
+    """The connections the previous image accepted but did not serve."""
+    listed = os.environ.pop(CONNECTIONS_ENV, "")
+    connections = []
+    for item in listed.split(","):
+        if item.strip().isdigit():
+            with contextlib.suppress(OSError):
+                connection = socket.socket(fileno=int(item))
+                connection.set_inheritable(False)
+                connections.append(connection)
+    return connections
 
 
 def _max_fd() -> int:

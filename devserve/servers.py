@@ -9,6 +9,7 @@ is serving so stack dumps and limits can name it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import enum
@@ -33,9 +34,11 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
 __all__ = [
+    "HeldConnection",
     "Outcome",
     "Pidfile",
     "RequestInfo",
+    "RequestPool",
     "RequestThread",
     "ThreadedServer",
     "bind_socket",
@@ -48,6 +51,8 @@ _access_logger = logging.getLogger("devserve.access")
 LISTEN_BACKLOG = 1024  # connections that arrive while devserve restarts wait here
 ACCEPT_BATCH = 32  # connections accepted per wake-up of the control loop
 IDLE_THREAD_TIMEOUT = 30.0  # a pooled request thread with no work for this long retires
+IDLE_CONNECTION_TIMEOUT = 30.0  # an accepted connection that sends nothing is closed then
+MAX_HELD = 512  # accepted connections waiting for their request or a thread; then backlog
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -152,19 +157,94 @@ class RequestThread(threading.Thread):
         super().__init__(target=work, args=(self,), name=f"devserve.request.{number}")
         self.jobs: queue.SimpleQueue[tuple[socket.socket, Any] | None] = queue.SimpleQueue()
         self.connection: socket.socket | None = None  # None while idle in the pool
-        self.started_at = 0.0  # when the current connection was accepted
+        self.started_at = 0.0  # when it was handed the current connection
         self.request: RequestInfo | None = None
-        self.waiting = True  # no request line parsed yet: possibly an idle connection
+
+
+class RequestPool:
+    """Threads that serve connections whose request has arrived. Handing a connection to
+    an idle thread does not make the control loop wait, as starting a thread does."""
+
+    def __init__(self, httpd: _WerkzeugServer, on_done: Callable[[], None], size: int | None):
+        self.httpd = httpd
+        self.on_done = on_done  # called after each connection, from its thread
+        self._slots = threading.BoundedSemaphore(size) if size else None
+        self._threads: set[RequestThread] = set()  # busy and idle
+        self._idle: list[RequestThread] = []  # most recently used last
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def try_serve(self, connection: socket.socket, client: Any) -> bool:
+        """Serve the connection on a pooled thread; False when --max-http-threads are busy."""
+        if self._slots is not None and not self._slots.acquire(blocking=False):
+            return False
+        with self._lock:
+            thread = self._idle.pop() if self._idle else None
+            if thread is None:
+                self._count += 1
+                thread = RequestThread(self._work, self._count)
+                self._threads.add(thread)
+            thread.connection = connection
+            thread.started_at = time.monotonic()
+        thread.jobs.put((connection, client))
+        if not thread.is_alive():
+            thread.start()
+        return True
+
+    def _work(self, thread: RequestThread) -> None:
+        while True:
+            try:
+                job = thread.jobs.get(timeout=IDLE_THREAD_TIMEOUT)
+            except queue.Empty:
+                with self._lock:
+                    if thread in self._idle:  # nobody picked it meanwhile: retire
+                        self._idle.remove(thread)
+                        self._threads.discard(thread)
+                        return
+                job = thread.jobs.get()  # picked just now: the connection is coming
+            if job is None:
+                return
+            self._serve(thread, *job)
+
+    def _serve(self, thread: RequestThread, connection: socket.socket, client: Any) -> None:
+        try:
+            self.httpd.finish_request(connection, client)
+        except OSError:
+            pass  # the client went away
+        except Exception:
+            self.httpd.handle_error(connection, client)
+        finally:
+            self.httpd.shutdown_request(connection)
+            with self._lock:
+                thread.connection = None
+                self._idle.append(thread)
+            if self._slots is not None:
+                self._slots.release()
+            self.on_done()
+
+    def busy(self) -> list[RequestThread]:
+        """The threads serving a connection right now."""
+        with self._lock:
+            return [thread for thread in self._threads if thread.connection is not None]
+
+    def close(self) -> None:
+        """Idle threads end (they are not daemons); busy ones end after their connection."""
+        with self._lock:
+            for thread in self._threads:
+                thread.jobs.put(None)
+
+
+@dataclasses.dataclass(eq=False)
+class HeldConnection:
+    """An accepted connection whose request has not reached a thread yet."""
+
+    connection: socket.socket
+    client: Any
+    accepted: float  # time.monotonic()
 
 
 class RequestHandler(WSGIRequestHandler):
     """Werkzeug's handler, recording the request on its thread and logging it our way."""
-
-    def parse_request(self) -> bool:
-        thread = threading.current_thread()
-        if isinstance(thread, RequestThread):
-            thread.waiting = False  # a request has begun: a stop lets it finish
-        return super().parse_request()
 
     def run_wsgi(self) -> None:
         thread = threading.current_thread()
@@ -211,7 +291,12 @@ class _WerkzeugServer(ThreadedWSGIServer):
 
 
 class ThreadedServer:
-    """The default mode: one thread per connection, a control loop in the main thread."""
+    """The default mode: a control loop in the main thread accepts connections and waits
+    for their requests; pooled threads serve them.
+
+    An accepted connection waits in the loop's selector until its request arrives, so an
+    idle one (a browser's preconnect) holds no thread, and at a reload every connection not
+    yet being served is handed to the next image: nothing accepted is dropped."""
 
     mode = "threaded"
 
@@ -224,6 +309,7 @@ class ThreadedServer:
         shutdown_grace: float = 5.0,
         reload_grace: float = 5.0,
         on_changes: Callable[[FileChanges], bool] | None = None,
+        connections: Iterable[socket.socket] = (),
     ) -> None:
         host, port = sock.getsockname()[:2]
         self.httpd = _WerkzeugServer(host, port, app, handler=RequestHandler, fd=sock.fileno())
@@ -234,21 +320,24 @@ class ThreadedServer:
         self.reload_grace = reload_grace
         self.on_changes = on_changes  # decides whether a batch of changed files reloads
         self.reload: Reload | None = None  # what asked for the reload under way, and when
+        self.handover: list[socket.socket] = []  # after a reload: for the next image
+        self.unfinished = 0  # requests still running when run() returned
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
-        self._threads: set[RequestThread] = set()  # the pool: busy and idle threads
-        self._idle: list[RequestThread] = []  # the idle ones, most recently used last
-        self._threads_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max_threads) if max_threads else None
+        self.pool = RequestPool(self.httpd, self._connection_done, max_threads)
+        self._limited = max_threads is not None
+        self._waiting: dict[int, HeldConnection] = {}  # fd -> no request yet (in the selector)
+        self._ready: collections.deque[HeldConnection] = collections.deque()  # need a thread
         self._accepting = False
         self._draining = False
-        self._thread_count = 0
         self._outcome: Outcome | None = None
-        self.unfinished = 0  # requests still running when run() returned
+        for connection in connections:  # handed over by the previous image
+            with contextlib.suppress(OSError):
+                self._hold(connection, connection.getpeername())
 
     @property
     def address(self) -> tuple[str, int]:
@@ -287,19 +376,27 @@ class ThreadedServer:
                 self._outcome = Outcome.FORCED
             elif self._draining:  # stop asked for during a reload: stop instead
                 self._outcome = Outcome.STOP
+        elif event == "connection-done":
+            self._serve_ready()
+            self._set_accepting(self._outcome is None)
         elif self._outcome is not None:
             return  # a reload or stop is under way: the next image sees every change
         elif event == signal.SIGHUP:
             self._reload("SIGHUP", time.monotonic())
-        elif isinstance(event, FileChanges):
-            if self.on_changes is not None and self.on_changes(event):
-                self._reload(describe_paths(event.paths), event.first_seen)
-        elif event == "slot-free" and self._slots is not None:
-            self._set_accepting(True)
+        elif isinstance(event, FileChanges) and self._wants_reload(event):
+            self._reload(describe_paths(event.paths), event.first_seen)
+
+    def _wants_reload(self, changes: FileChanges) -> bool:
+        return self.on_changes is not None and self.on_changes(changes)
 
     def _reload(self, cause: str, first_seen: float) -> None:
         self._outcome = Outcome.RELOAD
         self.reload = Reload(cause, first_seen, decided=time.monotonic())
+
+    def _connection_done(self) -> None:
+        # Wake the loop only when it waits for a thread or a drain: not once per request.
+        if self._ready or self._draining or not self._accepting:
+            self.notify("connection-done")
 
     # --- serving ---
 
@@ -312,11 +409,7 @@ class ThreadedServer:
                 on_ready()
             self._set_accepting(True)
             while self._outcome is None:
-                for key, _ in self._selector.select():
-                    if key.data == "wake":
-                        self._handle_events()
-                    elif self._outcome is None:
-                        self._accept()
+                self._step(self._next_expiry())
             self._set_accepting(False)
             if self._outcome is Outcome.STOP:
                 self.listener.close()  # new clients are refused from now on
@@ -324,7 +417,19 @@ class ThreadedServer:
             self._drain()
         return self._outcome
 
+    def _step(self, timeout: float | None) -> None:
+        for key, _ in self._selector.select(timeout):
+            if key.data == "wake":
+                self._handle_events()
+            elif key.data == "accept":
+                if self._outcome is None:
+                    self._accept()
+            else:
+                self._request_arrived(key.data)
+        self._expire_idle()
+
     def _set_accepting(self, accepting: bool) -> None:
+        accepting = accepting and len(self._waiting) + len(self._ready) < MAX_HELD
         if accepting and not self._accepting:
             self._selector.register(self.listener, selectors.EVENT_READ, "accept")
         elif not accepting and self._accepting:
@@ -332,70 +437,54 @@ class ThreadedServer:
         self._accepting = accepting
 
     def _accept(self) -> None:
-        """Accept what the backlog holds (up to a batch), one thread per connection."""
+        """Accept what the backlog holds (up to a batch)."""
         for _ in range(ACCEPT_BATCH):
-            if self._slots is not None and not self._slots.acquire(blocking=False):
-                self._set_accepting(False)  # full: connections wait in the backlog
-                return
             try:
                 connection, client = self.listener.accept()
             except (BlockingIOError, ConnectionAbortedError, InterruptedError):
-                if self._slots is not None:
-                    self._slots.release()
                 return
-            self._dispatch(connection, client)
-
-    def _dispatch(self, connection: socket.socket, client: Any) -> None:
-        """Hand the connection to an idle pooled thread, or to a new one. Starting a thread
-        makes the caller wait until it runs; handing over to an idle one does not."""
-        with self._threads_lock:
-            thread = self._idle.pop() if self._idle else None
-            if thread is None:
-                self._thread_count += 1
-                thread = RequestThread(self._work, self._thread_count)
-                self._threads.add(thread)
-            thread.connection = connection
-            thread.started_at = time.monotonic()
-            thread.waiting = True
-        thread.jobs.put((connection, client))
-        if not thread.is_alive():
-            thread.start()
-
-    def _work(self, thread: RequestThread) -> None:
-        """A pooled thread's life: serve each connection handed over, until retired."""
-        while True:
-            try:
-                job = thread.jobs.get(timeout=IDLE_THREAD_TIMEOUT)
-            except queue.Empty:
-                with self._threads_lock:
-                    if thread in self._idle:  # nobody picked it meanwhile: retire
-                        self._idle.remove(thread)
-                        self._threads.discard(thread)
-                        return
-                job = thread.jobs.get()  # picked just now: the connection is coming
-            if job is None:
+            except OSError as error:  # out of descriptors: leave the rest in the backlog
+                _logger.warning("cannot accept connections: %s", error.strerror)
+                self._set_accepting(False)
                 return
-            self._serve_connection(thread, *job)
+            self._hold(connection, client)
+        self._set_accepting(True)  # stops at MAX_HELD held connections
 
-    def _serve_connection(
-        self, thread: RequestThread, connection: socket.socket, client: Any
-    ) -> None:
-        try:
-            self.httpd.finish_request(connection, client)
-        except OSError:
-            pass  # the client went away
-        except Exception:
-            self.httpd.handle_error(connection, client)
-        finally:
-            self.httpd.shutdown_request(connection)
-            with self._threads_lock:
-                thread.connection = None
-                self._idle.append(thread)
-            if self._slots is not None:
-                self._slots.release()
-                self.notify("slot-free")
-            if self._draining:
-                self.notify("request-done")
+    def _hold(self, connection: socket.socket, client: Any) -> None:
+        held = HeldConnection(connection, client, time.monotonic())
+        self._selector.register(connection, selectors.EVENT_READ, held)
+        self._waiting[connection.fileno()] = held
+
+    def _request_arrived(self, held: HeldConnection) -> None:
+        self._selector.unregister(held.connection)
+        del self._waiting[held.connection.fileno()]
+        self._ready.append(held)
+        self._serve_ready()
+
+    def _serve_ready(self) -> None:
+        if self._outcome is Outcome.RELOAD:
+            return  # the next image serves them
+        while self._ready:
+            held = self._ready[0]
+            if not self.pool.try_serve(held.connection, held.client):
+                return  # all --max-http-threads busy: the next connection-done resumes
+            self._ready.popleft()
+
+    def _next_expiry(self) -> float | None:
+        if not self._waiting:
+            return None
+        oldest = min(held.accepted for held in self._waiting.values())
+        return max(0.0, oldest + IDLE_CONNECTION_TIMEOUT - time.monotonic())
+
+    def _expire_idle(self) -> None:
+        limit = time.monotonic() - IDLE_CONNECTION_TIMEOUT
+        for held in [held for held in self._waiting.values() if held.accepted <= limit]:
+            self._close_waiting(held)
+
+    def _close_waiting(self, held: HeldConnection) -> None:
+        self._selector.unregister(held.connection)
+        del self._waiting[held.connection.fileno()]
+        held.connection.close()
 
     # --- stopping ---
 
@@ -413,39 +502,33 @@ class ThreadedServer:
 
     def busy_requests(self) -> list[RequestThread]:
         """The threads inside the app right now."""
-        with self._threads_lock:
-            return [thread for thread in self._threads if thread.request is not None]
-
-    def _close_idle_connections(self) -> None:
-        """End the connections on which no request has begun (a browser's preconnect), so
-        they don't hold a stop or reload up. Only the receiving side is shut: a request
-        whose bytes were already read into its handler's buffer still gets its answer."""
-        with self._threads_lock:
-            for thread in self._threads:
-                connection = thread.connection
-                if connection is not None and thread.waiting and not _readable(connection):
-                    with contextlib.suppress(OSError):
-                        connection.shutdown(socket.SHUT_RD)
-
-    def _connections(self) -> int:
-        with self._threads_lock:
-            return sum(1 for thread in self._threads if thread.connection is not None)
+        return [thread for thread in self.pool.busy() if thread.request is not None]
 
     def _drain(self) -> None:
-        """Let running requests finish within the grace period. A second INT/TERM ends the
-        wait at once."""
+        """Let running requests finish within the grace period (a second INT/TERM ends the
+        wait at once). Connections not being served yet: handed to the next image on a
+        reload; on a stop, the idle ones are closed and those with a request served."""
         self._draining = True
-        self._close_idle_connections()
+        waiting = list(self._waiting.values())
+        for held in waiting:
+            self._selector.unregister(held.connection)
+        self._waiting.clear()
+        if self._outcome is Outcome.RELOAD:
+            self.handover = [held.connection for held in (*waiting, *self._ready)]
+            self._ready.clear()
+        else:
+            for held in waiting:
+                held.connection.close()
         grace = self.reload_grace if self._outcome is Outcome.RELOAD else self.shutdown_grace
         deadline = time.monotonic() + grace
         while self._outcome is not Outcome.FORCED:
             remaining = deadline - time.monotonic()
-            if not self._connections() or remaining <= 0:
+            if not (self.pool.busy() or self._ready) or remaining <= 0:
                 break
             for key, _ in self._selector.select(timeout=remaining):
                 if key.data == "wake":
                     self._handle_events()
-        self.unfinished = self._connections()
+        self.unfinished = len(self.pool.busy()) + len(self._ready)
         if self._outcome is Outcome.FORCED:
             _logger.warning("forced stop: %d request(s) cut short", self.unfinished)
         elif self.unfinished:
@@ -457,20 +540,11 @@ class ThreadedServer:
 
     def close(self) -> None:
         """Release everything; idle pooled threads end (they are not daemons)."""
-        with self._threads_lock:
-            for thread in self._threads:
-                thread.jobs.put(None)
+        self.pool.close()
+        for held in self._ready:
+            held.connection.close()
         self._selector.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
         with contextlib.suppress(OSError):
             self.listener.close()
-
-
-def _readable(connection: socket.socket) -> bool:
-    with selectors.DefaultSelector() as selector:
-        try:
-            selector.register(connection, selectors.EVENT_READ)
-        except (ValueError, OSError):
-            return False
-        return bool(selector.select(timeout=0))

@@ -483,3 +483,29 @@ def test_broken_file_outside_the_watched_folders_is_watched(
     write_file(helper, "VALUE = 1\n")
     wait_reloads(server, 1)
     assert server.request("/").text == "ok"
+
+
+def test_connection_accepted_before_a_reload_is_served_after_it(
+    devserve: StartDevserve, addons: Path
+) -> None:
+    """A client slow to send its request across a reload: the connection is handed to the
+    new image, which answers it."""
+    import socket
+
+    server = start_reloading(devserve, addons)
+    clients = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(3)]
+    try:
+        assert version_of(server) == "v1"  # the three are accepted by now, sending nothing
+        set_version(addons / "demo", "v2")
+        wait_reloads(server, 1)
+        for client in clients:
+            client.sendall(b"GET /version HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        for client in clients:
+            answer = b""
+            while chunk := client.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            assert answer.endswith(b"v2"), answer
+    finally:
+        for client in clients:
+            client.close()

@@ -149,3 +149,17 @@ def test_request_threads_are_pooled(devserve: StartDevserve) -> None:
     # before the thread is back in the pool, so a second one can appear); without a pool
     # every connection would get a new thread.
     assert len(seen) <= 4, seen
+
+
+def test_idle_connections_hold_no_thread(devserve: StartDevserve) -> None:
+    import socket
+
+    server = devserve("-p", "0", "--max-http-threads", "2", "slowapp:app", cwd=APPS)
+    idle = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(10)]
+    try:
+        # Ten connections that send nothing (browser preconnects) leave both threads free.
+        assert server.request("/", timeout=5).text == "ok"
+        assert [r.status for r in _concurrently(server, ["/slow?seconds=0.2"] * 2)] == [200, 200]
+    finally:
+        for connection in idle:
+            connection.close()
