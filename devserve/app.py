@@ -12,7 +12,6 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from devserve import addons, http
 from devserve.config import Settings
 from devserve.errors import AppLoadError, ConfigError, exception_summary
 
@@ -27,6 +26,9 @@ def load_app(settings: Settings) -> WSGIApplication:
     if settings.app:
         return import_app(settings.app)
     if settings.addons_path:
+        # Imported here: a plain WSGI app starts (and reloads) without the addons machinery.
+        from devserve import addons, http
+
         found = addons.discover(settings.addons_path)
         addons.import_addons(found, settings.addons_path)
         return http.Root(found)

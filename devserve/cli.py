@@ -34,6 +34,7 @@ DEFAULT_COMMAND = "server"
 _logger = logging.getLogger(__name__)
 
 COMMANDS: dict[str, type[Command]] = {}  # filled by Command.__init_subclass__
+WATCHER_DELAY = 0.25  # the watcher sets up after the first request, or after this long
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -164,7 +165,7 @@ def _serve(settings: config.Settings) -> int:
             _logger.info("reloaded in %.0f ms: %s", took, reloaded.summary(now))
         else:
             _print_banner(settings, server)
-        watcher.start_in_background(server.notify)
+        watcher.start_in_background(server.notify, after=server.served_first)
 
     pidfile = servers.Pidfile(settings.pidfile)
     pidfile.write()
@@ -246,15 +247,19 @@ class _Watch:
         self.since = since
         self.watcher: Any = None
 
-    def start_in_background(self, notify: Callable[[Any], None]) -> None:
+    def start_in_background(self, notify: Callable[[Any], None], after: threading.Event) -> None:
+        """Set the watches up in a thread, once the first request was answered (after a
+        reload, someone is waiting for it) or 250 ms have passed. Changes made meanwhile are
+        caught up by modification time."""
         if not self.settings.reload:
             return
         thread = threading.Thread(
-            target=self._start, args=(notify,), name="devserve.watcher.setup", daemon=True
+            target=self._start, args=(notify, after), name="devserve.watcher.setup", daemon=True
         )
         thread.start()
 
-    def _start(self, notify: Callable[[Any], None]) -> None:
+    def _start(self, notify: Callable[[Any], None], after: threading.Event) -> None:
+        after.wait(WATCHER_DELAY)
         from devserve import app, reloader, watcher
 
         roots = app.watch_roots(self.settings)
