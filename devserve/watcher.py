@@ -80,7 +80,7 @@ POLLED_FILESYSTEMS = frozenset(
 )
 # A batch is complete after this long without a new change: the writes of one editor save
 # or one git checkout come microseconds apart, and every millisecond here is reload latency.
-SETTLE_QUIET = 0.02
+SETTLE_QUIET = 0.01
 SETTLE_MAX = 2.0  # ...or this long after its first change, for a writer that never pauses
 
 Emit = Callable[[str], None]

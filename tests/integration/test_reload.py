@@ -509,3 +509,45 @@ def test_connection_accepted_before_a_reload_is_served_after_it(
     finally:
         for client in clients:
             client.close()
+
+
+def test_git_checkout_of_many_files_is_one_reload(
+    devserve: StartDevserve, addons: Path, tmp_path: Path
+) -> None:
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    assert git, "git is needed"
+    demo = addons / "demo"
+    models = demo / "models"
+    models.mkdir()
+    for number in range(300):
+        (models / f"model_{number}.py").write_text(f"N = {number}\n")
+
+    def run(*args: str) -> None:
+        subprocess.run(
+            [git, "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=addons,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    run("init", "-q", "-b", "one")
+    run("add", "-A")
+    run("commit", "-q", "-m", "one")
+    run("checkout", "-q", "-b", "two")
+    for number in range(300):
+        (models / f"model_{number}.py").write_text(f"N = {number} * 2\n")
+    set_version(demo, "v2")
+    run("commit", "-q", "-am", "two")
+    run("checkout", "-q", "one")
+
+    server = start_reloading(devserve, addons)
+    assert version_of(server) == "v1"
+    run("checkout", "-q", "two")  # rewrites 301 files
+    wait_until(lambda: version_of(server) == "v2", 15, "the checkout to be served")
+    wait_watching(server, images=2)
+    assert count_reloads(server) == 1, server.log
+    assert "and 298 more" in server.log
