@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from devserve.errors import DevserveError, ExitCode
     from devserve.http import Controller, Response, request, route
 
-__all__ = ["Controller", "DevserveError", "ExitCode", "Response", "request", "route"]
+__all__ = ["Controller", "DevserveError", "ExitCode", "Response", "request", "route", "run"]
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -23,6 +23,20 @@ _LAZY = {
     "DevserveError": "devserve.errors",
     "ExitCode": "devserve.errors",
 }
+
+
+def run(target: Any = None, **settings: Any) -> int:
+    """Serve ``target`` until stopped, as ``devserve`` on the command line would.
+
+    ``target`` is a WSGI callable, a ``"module:attribute"`` string or an addons folder;
+    ``settings`` use the declared names (``http_port=0``, ``dev="reload"``,
+    ``addons_path=[...]``), on top of the config file and ``DEVSERVE_*`` variables. Blocks
+    and returns the exit code. With ``dev="reload"``, a script that calls this under
+    ``if __name__ == "__main__":`` is re-executed on each reload and lands here again.
+    """
+    from devserve import cli
+
+    return cli.run(target, dict(settings))
 
 
 def __getattr__(name: str) -> Any:

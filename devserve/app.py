@@ -38,12 +38,16 @@ def load_app(settings: Settings) -> WSGIApplication:
     )
 
 
-def watch_roots(settings: Settings) -> list[str]:
+def watch_roots(settings: Settings, given: object = None) -> list[str]:
     """The folders --dev reload watches: the addons paths, or the folder of the app's
-    top-level package (the module's own folder for a lone module), plus --reload-path."""
+    top-level package (the module's own folder for a lone module), plus --reload-path. For
+    an app object handed to ``devserve.run()``: the folder of the script that runs."""
     import importlib.util
 
     roots = list(settings.addons_path)
+    if given is not None:
+        script = getattr(sys.modules.get("__main__"), "__file__", None)
+        roots.append(os.path.dirname(os.path.abspath(script)) if script else os.getcwd())
     if settings.app:
         top_level = settings.app.partition(":")[0].split(".")[0]
         cwd = os.getcwd()
@@ -63,7 +67,10 @@ def watch_roots(settings: Settings) -> list[str]:
     return list(dict.fromkeys(roots))
 
 
-def describe_target(settings: Settings) -> str:
+def describe_target(settings: Settings, given: object = None) -> str:
+    if given is not None:
+        name = getattr(given, "__qualname__", type(given).__qualname__)
+        return f"{getattr(given, '__module__', '?')}:{name}"
     if settings.app:
         return settings.app
     return "addons in " + ", ".join(settings.addons_path)

@@ -117,14 +117,32 @@ class Server(Command):
         return serve(self.settings(args))
 
 
-def serve(settings: config.Settings) -> int:
+def run(target: Any, settings: dict[str, Any]) -> int:
+    """``devserve.run()``: serve a WSGI callable, a ``module:attribute`` or an addons folder
+    with keyword settings, exactly as the command line would."""
+    values = config.from_keywords(settings)
+    application = None
+    if callable(target):
+        application = target
+    elif isinstance(target, (str, os.PathLike)):
+        values = config.merge_target(values, [os.fspath(target)])
+    elif target is not None:
+        raise ConfigError(
+            f"cannot serve a {type(target).__name__}: give a WSGI callable, "
+            "'module:attribute' or an addons folder"
+        )
+    return serve(config.resolve(values), application)
+
+
+def serve(settings: config.Settings, application: WSGIApplication | None = None) -> int:
     """Load, bind (or adopt), serve until stopped or reloaded: the ``server`` command once
-    settings are resolved. A reload re-execs this process and never returns."""
+    settings are resolved. A reload re-execs this process and never returns. An
+    ``application`` given (by ``devserve.run()``) is served instead of the settings' target."""
     with _interruptible_startup():
-        return _serve(settings)
+        return _serve(settings, application)
 
 
-def _serve(settings: config.Settings) -> int:
+def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
     from devserve import app, log, reloader, servers
 
     log.setup_logging(settings.log_level, settings.logfile)
@@ -132,22 +150,26 @@ def _serve(settings: config.Settings) -> int:
     if settings.save and settings.config:
         config.save_config_file(settings, settings.config)
         _logger.info("settings saved to %s", settings.config)
-    if not (settings.app or settings.addons_path):
+    if given is None and not (settings.app or settings.addons_path):
         raise ConfigError(
             "nothing to serve: give an addons folder or a module:attribute WSGI app "
             "(for example: devserve examples/addons)"
         )
     if settings.stop_after_init:
-        app.load_app(settings)
-        _logger.info("loaded %s; stopping after init", app.describe_target(settings))
+        if given is None:
+            app.load_app(settings)
+        _logger.info("loaded %s; stopping after init", app.describe_target(settings, given))
         return ExitCode.OK
 
     sock = reloader.adopt_socket() or servers.bind_socket(
         settings.http_interface, settings.http_port
     )
     load_started = time.time()
-    application, broken_files = _load_or_show_error(settings)
-    watcher = _Watch(settings, broken_files, since=load_started)
+    if given is None:
+        application, broken_files = _load_or_show_error(settings)
+    else:
+        application, broken_files = given, []
+    watcher = _Watch(settings, broken_files, since=load_started, given=given)
     server = servers.ThreadedServer(
         application,
         sock,
@@ -164,7 +186,7 @@ def _serve(settings: config.Settings) -> int:
             took = (now - reloaded.first_seen) * 1000
             _logger.info("reloaded in %.0f ms: %s", took, reloaded.summary(now))
         else:
-            _print_banner(settings, server)
+            _print_banner(settings, server, given)
         watcher.start_in_background(server.notify, after=server.served_first)
 
     pidfile = servers.Pidfile(settings.pidfile)
@@ -223,14 +245,14 @@ def _load_or_show_error(settings: config.Settings) -> tuple[WSGIApplication, lis
         return reloader.error_app(error), reloader.traceback_files(error)
 
 
-def _print_banner(settings: config.Settings, server: Any) -> None:
+def _print_banner(settings: config.Settings, server: Any, given: Any) -> None:
     from devserve import app, log
 
     log.print_banner(
         f"devserve serving on {server.url}",
         [
             ("mode", server.mode),
-            ("serving", app.describe_target(settings)),
+            ("serving", app.describe_target(settings, given)),
             ("dev", ",".join(settings.dev) or "-"),
             ("pid", str(os.getpid())),
         ],
@@ -241,10 +263,13 @@ class _Watch:
     """``--dev reload``'s watcher: started after the server is up (so a big tree never
     delays serving), deciding for each batch of changes whether to reload."""
 
-    def __init__(self, settings: config.Settings, files: list[str], since: float):
+    def __init__(
+        self, settings: config.Settings, files: list[str], since: float, given: Any = None
+    ) -> None:
         self.settings = settings
         self.files = files
         self.since = since
+        self.given = given  # an app object handed to devserve.run(), if any
         self.watcher: Any = None
 
     def start_in_background(self, notify: Callable[[Any], None], after: threading.Event) -> None:
@@ -262,7 +287,7 @@ class _Watch:
         after.wait(WATCHER_DELAY)
         from devserve import app, reloader, watcher
 
-        roots = app.watch_roots(self.settings)
+        roots = app.watch_roots(self.settings, self.given)
         self.watcher = watcher.Watcher(
             roots=roots,
             files=self.files,

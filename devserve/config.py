@@ -507,6 +507,23 @@ def reference_table() -> str:
     return "\n".join(rows)
 
 
+def from_keywords(keywords: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings given as Python keywords (``devserve.run(app, http_port=0, dev="reload")``):
+    same names as the declarations; strings and lists go through the same parsers as the
+    command line, other values are taken as they are."""
+    known = {field.name: option for field, option in options()}
+    values: dict[str, Any] = {}
+    for name, value in keywords.items():
+        if name not in known:
+            raise ConfigError(f"unknown setting {name!r}; settings are: {', '.join(sorted(known))}")
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(item) for item in value)
+        if isinstance(value, str):
+            value = _parse(name, value, "devserve.run()")
+        values[name] = value
+    return values
+
+
 def merge_target(values: dict[str, Any], targets: Iterable[str]) -> dict[str, Any]:
     """Fold positional targets into the settings: directories join the addons path, a
     ``module:attribute`` becomes the app."""

@@ -551,3 +551,52 @@ def test_git_checkout_of_many_files_is_one_reload(
     wait_watching(server, images=2)
     assert count_reloads(server) == 1, server.log
     assert "and 298 more" in server.log
+
+
+RUN_SCRIPT = """\
+import devserve
+
+VERSION = {version!r}
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [VERSION.encode()]
+
+
+if __name__ == "__main__":
+    raise SystemExit(devserve.run(app, dev="reload", http_port=0))
+"""
+
+
+def test_script_calling_run_comes_back_after_a_reload(
+    devserve: StartDevserve, tmp_path: Path
+) -> None:
+    script = tmp_path / "serve_me.py"
+    script.write_text(RUN_SCRIPT.format(version="v1"))
+    server = devserve(command=[sys.executable, "-u", str(script)], cwd=tmp_path)
+    server.wait_for_log("watching")
+    assert server.request("/").text == "v1"
+    assert "serving: __main__:app" in server.log
+    write_file(script, RUN_SCRIPT.format(version="v2"), atomic=True)
+    wait_reloads(server, 1)
+    assert server.request("/").text == "v2"
+    assert server.popen.poll() is None  # same process
+
+
+def test_run_rejects_an_unknown_setting(tmp_path: Path, env: dict[str, str]) -> None:
+    import subprocess
+
+    script = tmp_path / "typo.py"
+    script.write_text("import devserve\ndevserve.run('x:y', htp_port=0)\n")
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "unknown setting 'htp_port'" in result.stderr
+    assert "http_port" in result.stderr  # the known names are listed

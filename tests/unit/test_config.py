@@ -588,3 +588,39 @@ def test_reference_table_rows_show_metavars_and_defaults() -> None:
     assert "| `false` |" in rows["| `--stop-after-init`"]
     assert "| `DEVSERVE_APP` / `app` |  |" in rows["| `--app` `MODULE:ATTR`"]  # None: no default
     assert " / `addons_path` |  |" in rows["| `--addons-path` `DIRS`"]  # (): no default
+
+
+class TestFromKeywords:
+    def test_strings_and_lists_are_parsed_like_the_command_line(self) -> None:
+        from devserve.config import from_keywords
+
+        values = from_keywords(
+            {"dev": "all", "http_port": "0", "reload_include": ["*.py", "*.html"]}
+        )
+        assert values == {
+            "dev": ("reload", "werkzeug"),
+            "http_port": 0,
+            "reload_include": ("*.py", "*.html"),
+        }
+
+    def test_other_values_are_taken_as_they_are(self) -> None:
+        from devserve.config import from_keywords
+
+        assert from_keywords({"http_port": 8080, "shutdown_grace": 1.5}) == {
+            "http_port": 8080,
+            "shutdown_grace": 1.5,
+        }
+
+    def test_unknown_name_lists_the_known_ones(self) -> None:
+        from devserve.config import from_keywords
+        from devserve.errors import ConfigError
+
+        with pytest.raises(ConfigError, match=r"unknown setting 'htp_port'.*http_port"):
+            from_keywords({"htp_port": 1})
+
+    def test_bad_value_names_the_setting(self) -> None:
+        from devserve.config import from_keywords
+        from devserve.errors import ConfigError
+
+        with pytest.raises(ConfigError, match=r"http_port in devserve.run\(\).*not a port"):
+            from_keywords({"http_port": "eighty"})
