@@ -56,7 +56,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -67,15 +66,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil  # a dependency of devserve
+from processes import HOST, free_port, server_env, stop
 
-HOST = "127.0.0.1"
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 PACKAGE = "reloadapp"  # benchmarks/apps/reloadapp, served from a temporary copy of apps/
 TARGET = f"{PACKAGE}.app:app"
 INITIAL_VERSION = "v0"  # what reloadapp/app.py answers before any edit
 
 READY_TIMEOUT = 30.0  # seconds a server gets to answer its first request
-STOP_TIMEOUT = 5.0  # seconds a server gets to exit after SIGTERM before SIGKILL
 RELOAD_TIMEOUT = 10.0  # seconds a reload gets to show; later counts as a timeout
 POLL_INTERVAL = 0.005  # between two polls for the new version
 EDIT_SPACING = 0.3  # between a reload showing and the next edit; not part of any latency
@@ -373,49 +371,6 @@ class RunningServer:
             raise BenchmarkError(
                 f"exited with code {self.process.returncode}: {self.last_log_line()}"
             )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def server_env(home: Path) -> dict[str, str]:
-    """Our environment without DEVSERVE_* settings, with an empty HOME (no ~/.devserverc),
-    no colours, and unbuffered output (so a server's last words reach its log)."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("DEVSERVE_")}
-    # Servers run with bytecode caches, as users have them: a shell that sets this variable
-    # would make each start recompile code that has no .pyc yet (an editable install's).
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.pop("FORCE_COLOR", None)
-    env.update(HOME=str(home), NO_COLOR="1", PYTHONUNBUFFERED="1")
-    return env
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server's whole process group: TERM, then KILL if it lingers (or on Ctrl-C).
-    Descendants seen before the TERM that outlive the leader are killed one by one."""
-    try:
-        descendants = psutil.Process(process.pid).children(recursive=True)
-    except psutil.Error:
-        descendants = []
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)  # it leads its own group (start_new_session)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        if process.poll() is None:  # not reaped yet, so its group id is still its own
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        for leftover in descendants:
-            with contextlib.suppress(psutil.Error):
-                if leftover.is_running():  # is_running() also rules out a reused PID
-                    leftover.kill()
 
 
 def wait_for_first_response(server: RunningServer) -> None:

@@ -35,11 +35,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-HOST = "127.0.0.1"
+from processes import HOST, free_port, server_env, stop
+
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 APP_MODULE = "hello"  # benchmarks/apps/hello.py, imported with APPS_DIR as the cwd
 READY_TIMEOUT = 20.0  # seconds a server gets to start listening
-STOP_TIMEOUT = 5.0  # seconds a server gets to exit after SIGTERM before SIGKILL
 WARMUP_SECONDS = 2
 WRK_INSTALL_HINT = (
     "wrk is not installed; install it with 'apt-get install wrk' (Debian/Ubuntu) "
@@ -100,15 +100,6 @@ def werkzeug_command(port: int) -> list[str]:
 # --- servers ---
 
 
-def free_port() -> int:
-    """A port free on HOST right now. (devserve prints the port it picked with -p 0 only at
-    level INFO, which the benchmark silences, so the port is chosen here.)"""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def wait_until_listening(process: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> None:
     """Poll the port until it accepts a connection; fail if the server exits or is late."""
     deadline = time.monotonic() + READY_TIMEOUT
@@ -129,30 +120,6 @@ def tail(log: IO[bytes], lines: int = 20) -> str:
     log.seek(0)
     text = log.read().decode(errors="replace").rstrip()
     return "\n".join(text.splitlines()[-lines:]) or "(no output)"
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server's whole process group: TERM, then KILL if it lingers (or on Ctrl-C)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)  # it leads its own group (start_new_session)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        if process.poll() is None:  # not reaped yet, so its group id is still its own
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def server_env(home: str) -> dict[str, str]:
-    """Our environment without DEVSERVE_* settings and with an empty HOME (no ~/.devserverc),
-    so devserve runs with its defaults plus the options given here."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("DEVSERVE_")}
-    env.pop("FORCE_COLOR", None)
-    env.update(HOME=home, NO_COLOR="1")
-    return env
 
 
 @contextlib.contextmanager

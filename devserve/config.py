@@ -107,24 +107,24 @@ def split_commas(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _existing(text: str, exists: Callable[[str], bool], problem: str) -> tuple[str, ...]:
+    """Comma-separated paths, each made absolute; ``problem`` (formatted with ``item``) is
+    the error for one that fails ``exists``."""
+    paths = [(item, parse_path(item)) for item in split_commas(text)]
+    for item, path in paths:
+        if not exists(path):
+            raise ValueError(problem.format(item=item))
+    return tuple(path for _item, path in paths)
+
+
 def parse_addons_path(text: str) -> tuple[str, ...]:
-    paths = []
-    for item in split_commas(text):
-        path = parse_path(item)
-        if not os.path.isdir(path):
-            raise ValueError(f"addons path {item!r} does not exist or is not a directory")
-        paths.append(path)
-    return tuple(paths)
+    return _existing(
+        text, os.path.isdir, "addons path {item!r} does not exist or is not a directory"
+    )
 
 
 def parse_existing_paths(text: str) -> tuple[str, ...]:
-    paths = []
-    for item in split_commas(text):
-        path = parse_path(item)
-        if not os.path.exists(path):
-            raise ValueError(f"{item!r} does not exist")
-        paths.append(path)
-    return tuple(paths)
+    return _existing(text, os.path.exists, "{item!r} does not exist")
 
 
 def parse_globs(text: str) -> tuple[str, ...]:
