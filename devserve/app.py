@@ -18,11 +18,28 @@ from devserve.errors import AppLoadError, ConfigError, exception_summary
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["describe_target", "import_app", "load_app", "watch_roots"]
+__all__ = ["check_target", "describe_target", "import_app", "load_app", "watch_roots"]
+
+
+def check_target(settings: Settings) -> None:
+    if not (settings.app or settings.addons_path):
+        raise ConfigError(
+            "nothing to serve: give an addons folder or a module:attribute WSGI app "
+            "(for example: devserve examples/addons)"
+        )
+
+
+def _current_folder_importable() -> str:
+    """Put the current folder first on ``sys.path`` (as ``python -m`` does); return it."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    return cwd
 
 
 def load_app(settings: Settings) -> WSGIApplication:
     """The WSGI callable the settings name. Raises ConfigError or AppLoadError."""
+    check_target(settings)
     if settings.app:
         return import_app(settings.app)
     if settings.addons_path:
@@ -32,10 +49,7 @@ def load_app(settings: Settings) -> WSGIApplication:
         found = addons.discover(settings.addons_path)
         addons.import_addons(found, settings.addons_path)
         return http.Root(found)
-    raise ConfigError(
-        "nothing to serve: give an addons folder or a module:attribute WSGI app "
-        "(for example: devserve examples/addons)"
-    )
+    raise AssertionError("unreachable: check_target() passed")  # pragma: no cover
 
 
 def watch_roots(settings: Settings, given: object = None) -> list[str]:
@@ -50,9 +64,7 @@ def watch_roots(settings: Settings, given: object = None) -> list[str]:
         roots.append(os.path.dirname(os.path.abspath(script)) if script else os.getcwd())
     if settings.app:
         top_level = settings.app.partition(":")[0].split(".")[0]
-        cwd = os.getcwd()
-        if cwd not in sys.path:
-            sys.path.insert(0, cwd)
+        cwd = _current_folder_importable()
         try:
             spec = importlib.util.find_spec(top_level)
         except (ImportError, ValueError):
@@ -98,9 +110,7 @@ def _parse_spec(spec: str) -> tuple[str, str, tuple[Any, ...] | None]:
 
 def import_app(spec: str) -> WSGIApplication:
     module_name, name, call_args = _parse_spec(spec)
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    cwd = _current_folder_importable()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:

@@ -147,19 +147,32 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
 
     log.setup_logging(settings.log_level, settings.logfile)
     reloaded = reloader.reload_started()
-    if settings.save and settings.config:
+    if settings.save and settings.config and not reloaded:  # the first image saved them
         config.save_config_file(settings, settings.config)
         _logger.info("settings saved to %s", settings.config)
-    if given is None and not (settings.app or settings.addons_path):
-        raise ConfigError(
-            "nothing to serve: give an addons folder or a module:attribute WSGI app "
-            "(for example: devserve examples/addons)"
-        )
+    if given is None:
+        app.check_target(settings)
     if settings.stop_after_init:
         if given is None:
             app.load_app(settings)
         _logger.info("loaded %s; stopping after init", app.describe_target(settings, given))
         return ExitCode.OK
+    # Written again after a reload (same PID): this image owns it, and removes it at exit.
+    pidfile = servers.Pidfile(settings.pidfile)
+    pidfile.write()
+    try:
+        return _run_server(settings, given, reloaded, pidfile)
+    finally:
+        pidfile.remove()
+
+
+def _run_server(
+    settings: config.Settings,
+    given: WSGIApplication | None,
+    reloaded: Any,
+    pidfile: Any,
+) -> int:
+    from devserve import reloader, servers
 
     sock = reloader.adopt_socket() or servers.bind_socket(
         settings.http_interface, settings.http_port
@@ -176,7 +189,7 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
         max_threads=settings.max_http_threads,
         shutdown_grace=settings.shutdown_grace,
         reload_grace=settings.reload_grace,
-        on_changes=watcher.accepts,
+        on_changes=reloader.prepare_reload,
         connections=reloader.adopt_connections(),
     )
 
@@ -189,13 +202,10 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
             _print_banner(settings, server, given)
         watcher.start_in_background(server.notify, after=server.served_first)
 
-    pidfile = servers.Pidfile(settings.pidfile)
-    pidfile.write()
     try:
         outcome = server.run(on_ready=announce)
+        watcher.stop()  # before the server's wake-up pipe closes: nothing notifies after
         if outcome is servers.Outcome.RELOAD and server.reload is not None:
-            watcher.stop()
-            # Same PID: the pidfile stays.
             reloader.reexec(server.listener, server.reload, server.handover)
         code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
         if server.unfinished:
@@ -204,7 +214,7 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
             logging.shutdown()
             os._exit(code)
     finally:
-        pidfile.remove()
+        watcher.stop()
         server.close()  # idle pooled threads end
     _logger.info("stopped")
     return code
@@ -260,8 +270,8 @@ def _print_banner(settings: config.Settings, server: Any, given: Any) -> None:
 
 
 class _Watch:
-    """``--dev reload``'s watcher: started after the server is up (so a big tree never
-    delays serving), deciding for each batch of changes whether to reload."""
+    """``--dev reload``'s watcher: set up after the server is up (so a big tree never
+    delays serving), reporting batches of changes to the server's control loop."""
 
     def __init__(
         self, settings: config.Settings, files: list[str], since: float, given: Any = None
@@ -271,6 +281,8 @@ class _Watch:
         self.since = since
         self.given = given  # an app object handed to devserve.run(), if any
         self.watcher: Any = None
+        self.stopped = False
+        self._lock = threading.Lock()  # between set-up (its own thread) and stop()
 
     def start_in_background(self, notify: Callable[[Any], None], after: threading.Event) -> None:
         """Set the watches up in a thread, once the first request was answered (after a
@@ -288,17 +300,20 @@ class _Watch:
         from devserve import app, reloader, watcher
 
         roots = app.watch_roots(self.settings, self.given)
-        self.watcher = watcher.Watcher(
-            roots=roots,
-            files=self.files,
-            on_batch=lambda paths, first_seen: notify(reloader.FileChanges(paths, first_seen)),
-            path_filter=watcher.PathFilter(
-                self.settings.reload_include, self.settings.reload_exclude
-            ),
-            backend=self.settings.reload_backend,
-            since=self.since,
-        )
-        took = self.watcher.start()
+        with self._lock:
+            if self.stopped:
+                return
+            self.watcher = watcher.Watcher(
+                roots=roots,
+                files=self.files,
+                on_batch=lambda paths, first: notify(reloader.FileChanges(paths, first)),
+                path_filter=watcher.PathFilter(
+                    self.settings.reload_include, self.settings.reload_exclude
+                ),
+                backend=self.settings.reload_backend,
+                since=self.since,
+            )
+            took = self.watcher.start()
         _logger.info(
             "watching %s with %s (ready in %.0f ms)",
             reloader.describe_paths(roots) or "nothing",
@@ -306,20 +321,11 @@ class _Watch:
             took * 1000,
         )
 
-    def accepts(self, changes: Any) -> bool:
-        from devserve import reloader
-
-        problems = reloader.check_syntax(changes.paths)
-        for problem in problems:
-            _logger.error("not reloading, syntax error in %s", problem)
-        if problems:
-            return False
-        reloader.discard_bytecode(changes.paths)
-        return True
-
     def stop(self) -> None:
-        if self.watcher is not None:
-            self.watcher.stop()
+        with self._lock:
+            self.stopped = True
+            if self.watcher is not None:
+                self.watcher.stop()
 
 
 def _looks_like_target(word: str) -> bool:
@@ -351,8 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _logger.debug("error details", exc_info=error)
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        return ExitCode.FORCED
+    except KeyboardInterrupt:  # INT or TERM during start-up: a normal stop
+        return ExitCode.OK
     except SystemExit as exit:
         # argparse's --help exits; callers of main() get its code returned instead.
         return exit.code if isinstance(exit.code, int) else ExitCode.OK

@@ -39,10 +39,10 @@ __all__ = [
     "describe_paths",
     "discard_bytecode",
     "error_app",
+    "prepare_reload",
     "reexec",
     "reload_started",
     "traceback_files",
-    "unblock_gap_signals",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -106,33 +106,58 @@ def describe_paths(paths: Iterable[str], limit: int = 3) -> str:
 
 
 def check_syntax(paths: Iterable[str]) -> list[str]:
-    """Compile every changed Python file; one message per syntax error (file, line, the
-    offending source line). Deleted files are fine: the import will tell."""
+    """Compile every changed Python file, writing the bytecode the next image will load;
+    one message per syntax error (file, line, the offending source line). Deleted files
+    are fine: the import will tell.
+
+    The bytecode is hash-checked (PEP 552): Python would trust a timestamp ``.pyc`` whose
+    recorded mtime (whole seconds) and size match, so an edit that keeps the size within
+    the second of the last compile could otherwise run stale code; a hash-checked one stays
+    hash-checked when Python rewrites it later."""
+    import py_compile
+
     problems = []
     for path in sorted(paths):
-        if not path.endswith(".py"):
+        if not path.endswith(".py") or not os.path.isfile(path):
             continue
         try:
-            with open(path, "rb") as file:
-                source = file.read()
-        except OSError:
-            continue
-        try:
-            compile(source, path, "exec", dont_inherit=True)
-        except SyntaxError as error:
-            line = (error.text or "").rstrip("\n")
-            problems.append(
-                f"{describe_paths([path])}, line {error.lineno}: {error.msg}\n    {line.strip()}"
-            )
-        except ValueError as error:  # null bytes
-            problems.append(f"{describe_paths([path])}: {error}")
+            if sys.dont_write_bytecode:
+                with open(path, "rb") as file:
+                    compile(file.read(), path, "exec", dont_inherit=True)
+                discard_bytecode([path])
+            else:
+                py_compile.compile(
+                    path,
+                    doraise=True,
+                    invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+                )
+        except py_compile.PyCompileError as error:
+            problems.append(_syntax_problem(path, error.exc_value))
+        except (SyntaxError, ValueError) as error:
+            problems.append(_syntax_problem(path, error))
+        except OSError:  # unreadable, or no writable __pycache__: the import will decide
+            discard_bytecode([path])
     return problems
 
 
+def _syntax_problem(path: str, error: BaseException) -> str:
+    if isinstance(error, SyntaxError):
+        line = (error.text or "").strip()
+        return f"{describe_paths([path])}, line {error.lineno}: {error.msg}\n    {line}"
+    return f"{describe_paths([path])}: {error}"  # e.g. null bytes
+
+
+def prepare_reload(changes: FileChanges) -> bool:
+    """Whether a batch of changes may reload: not while a changed file has a syntax error
+    (logged; the old code keeps serving)."""
+    problems = check_syntax(changes.paths)
+    for problem in problems:
+        _logger.error("not reloading, syntax error in %s", problem)
+    return not problems
+
+
 def discard_bytecode(paths: Iterable[str]) -> None:
-    """Remove the cached bytecode of changed files. Python trusts a ``.pyc`` whose recorded
-    source mtime (whole seconds) and size match, so an edit that keeps the size within the
-    second of the last compile would otherwise run stale code in the new image."""
+    """Remove the cached bytecode of changed files (when devserve cannot rewrite it)."""
     import importlib.util
 
     for path in paths:
@@ -169,11 +194,6 @@ def reload_started() -> Reload | None:
         return Reload(cause, float(first_seen), float(decided), float(exec_at))
     except ValueError:
         return None
-
-
-def unblock_gap_signals() -> None:
-    """Called once the new image's handlers are installed."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, GAP_SIGNALS)
 
 
 @contextlib.contextmanager

@@ -159,7 +159,6 @@ class RequestThread(threading.Thread):
         super().__init__(target=work, args=(self,), name=f"devserve.request.{number}")
         self.jobs: queue.SimpleQueue[tuple[socket.socket, Any] | None] = queue.SimpleQueue()
         self.connection: socket.socket | None = None  # None while idle in the pool
-        self.started_at = 0.0  # when it was handed the current connection
         self.request: RequestInfo | None = None
 
 
@@ -182,14 +181,14 @@ class RequestPool:
             return False
         with self._lock:
             thread = self._idle.pop() if self._idle else None
+            new = thread is None
             if thread is None:
                 self._count += 1
                 thread = RequestThread(self._work, self._count)
                 self._threads.add(thread)
             thread.connection = connection
-            thread.started_at = time.monotonic()
         thread.jobs.put((connection, client))
-        if not thread.is_alive():
+        if new:
             thread.start()
         return True
 
@@ -252,9 +251,7 @@ class RequestHandler(WSGIRequestHandler):
 
     def run_wsgi(self) -> None:
         thread = threading.current_thread()
-        if not isinstance(thread, RequestThread):
-            super().run_wsgi()
-            return
+        assert isinstance(thread, RequestThread)
         client = self.client_address[0] if self.client_address else "-"
         thread.request = RequestInfo(self.command, self.path, client, time.monotonic())
         try:
@@ -346,10 +343,10 @@ class ThreadedServer:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
         self.pool = RequestPool(self.httpd, self._connection_done, max_threads)
-        self._limited = max_threads is not None
         self._waiting: dict[int, HeldConnection] = {}  # fd -> no request yet (in the selector)
         self._ready: collections.deque[HeldConnection] = collections.deque()  # need a thread
         self._accepting = False
+        self._accept_retry = 0.0  # after running out of descriptors: when to try again
         self._draining = False
         self._outcome: Outcome | None = None
         for connection in connections:  # handed over by the previous image
@@ -387,17 +384,16 @@ class ThreadedServer:
 
     def handle_event(self, event: Any) -> None:
         if event in STOP_SIGNALS:
-            if self._outcome is None:
-                self._outcome = Outcome.STOP
-            elif self._draining and self._outcome is Outcome.STOP:
-                self._outcome = Outcome.FORCED
-            elif self._draining:  # stop asked for during a reload: stop instead
-                self._outcome = Outcome.STOP
+            if self._outcome is Outcome.STOP and self._draining:
+                self._outcome = Outcome.FORCED  # the second one
+            elif self._outcome is not Outcome.FORCED:
+                self._outcome = Outcome.STOP  # a stop wins over a reload under way
         elif event == "connection-done":
             self._serve_ready()
-            self._set_accepting(self._outcome is None)
+        elif self._outcome is Outcome.RELOAD and isinstance(event, FileChanges):
+            self._wants_reload(event)  # the next image loads them: prepare their bytecode
         elif self._outcome is not None:
-            return  # a reload or stop is under way: the next image sees every change
+            return
         elif event == signal.SIGHUP:
             self._reload("SIGHUP", time.monotonic())
         elif isinstance(event, FileChanges) and self._wants_reload(event):
@@ -434,6 +430,9 @@ class ThreadedServer:
                 self.listener.close()  # new clients are refused from now on
                 self._log_stopping()
             self._drain()
+            if self._outcome is Outcome.RELOAD:
+                # Held from here to the new image's handlers: none may take a default action.
+                signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)
         return self._outcome
 
     def _step(self, timeout: float | None) -> None:
@@ -446,9 +445,14 @@ class ThreadedServer:
             else:
                 self._request_arrived(key.data)
         self._expire_idle()
+        # Accept while serving, below the cap of held connections, unless out of descriptors.
+        self._set_accepting(
+            self._outcome is None
+            and len(self._waiting) + len(self._ready) < MAX_HELD
+            and time.monotonic() >= self._accept_retry
+        )
 
     def _set_accepting(self, accepting: bool) -> None:
-        accepting = accepting and len(self._waiting) + len(self._ready) < MAX_HELD
         if accepting and not self._accepting:
             self._selector.register(self.listener, selectors.EVENT_READ, "accept")
         elif not accepting and self._accepting:
@@ -456,18 +460,19 @@ class ThreadedServer:
         self._accepting = accepting
 
     def _accept(self) -> None:
-        """Accept what the backlog holds (up to a batch)."""
+        """Accept what the backlog holds (up to a batch, and the cap of held ones)."""
         for _ in range(ACCEPT_BATCH):
+            if len(self._waiting) + len(self._ready) >= MAX_HELD:
+                return
             try:
                 connection, client = self.listener.accept()
             except (BlockingIOError, ConnectionAbortedError, InterruptedError):
                 return
             except OSError as error:  # out of descriptors: leave the rest in the backlog
                 _logger.warning("cannot accept connections: %s", error.strerror)
-                self._set_accepting(False)
+                self._accept_retry = time.monotonic() + 1.0
                 return
             self._hold(connection, client)
-        self._set_accepting(True)  # stops at MAX_HELD held connections
 
     def _hold(self, connection: socket.socket, client: Any) -> None:
         held = HeldConnection(connection, client, time.monotonic())
@@ -490,15 +495,19 @@ class ThreadedServer:
             self._ready.popleft()
 
     def _next_expiry(self) -> float | None:
-        if not self._waiting:
-            return None
-        oldest = min(held.accepted for held in self._waiting.values())
-        return max(0.0, oldest + IDLE_CONNECTION_TIMEOUT - time.monotonic())
+        timeouts = [self._accept_retry - time.monotonic()] if not self._accepting else []
+        if self._waiting:  # in accept order: the first is the oldest
+            oldest = next(iter(self._waiting.values()))
+            timeouts.append(oldest.accepted + IDLE_CONNECTION_TIMEOUT - time.monotonic())
+        return max(0.0, min(timeouts)) if timeouts else None
 
     def _expire_idle(self) -> None:
         limit = time.monotonic() - IDLE_CONNECTION_TIMEOUT
-        for held in [held for held in self._waiting.values() if held.accepted <= limit]:
-            self._close_waiting(held)
+        while self._waiting:
+            oldest = next(iter(self._waiting.values()))
+            if oldest.accepted > limit:
+                return
+            self._close_waiting(oldest)
 
     def _close_waiting(self, held: HeldConnection) -> None:
         self._selector.unregister(held.connection)
@@ -538,6 +547,9 @@ class ThreadedServer:
         else:
             for held in waiting:
                 held.connection.close()
+        if self._outcome is Outcome.STOP:
+            with contextlib.suppress(OSError):
+                self.listener.close()  # also when a stop replaced a reload
         grace = self.reload_grace if self._outcome is Outcome.RELOAD else self.shutdown_grace
         deadline = time.monotonic() + grace
         while self._outcome is not Outcome.FORCED:
@@ -560,8 +572,10 @@ class ThreadedServer:
     def close(self) -> None:
         """Release everything; idle pooled threads end (they are not daemons)."""
         self.pool.close()
-        for held in self._ready:
-            held.connection.close()
+        held = [*self._waiting.values(), *self._ready]
+        self._waiting.clear()
+        for connection in [*(h.connection for h in held), *self.handover]:
+            connection.close()
         self._selector.close()
         os.close(self._wake_read)
         os.close(self._wake_write)

@@ -17,6 +17,7 @@ import abc
 import contextlib
 import errno
 import fnmatch
+import functools
 import logging
 import os
 import queue
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "BACKENDS",
@@ -131,13 +133,18 @@ class PathFilter:
 
 
 def walk(
-    root: str, path_filter: PathFilter, enter: Callable[[str], bool] | None = None
+    start: str,
+    path_filter: PathFilter,
+    enter: Callable[[str], bool] | None = None,
+    root: str | None = None,
 ) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
-    """Every watched folder under ``root`` with its entries, following symlinks (each real
-    folder once, so a symlink loop ends). ``enter(folder)`` runs before the folder is
-    listed; when it returns False the folder and everything below it are skipped."""
+    """Every watched folder under ``start`` with its entries, following symlinks (each real
+    folder once, so a symlink loop ends). Globs with ``/`` match from ``root`` (default:
+    ``start``). ``enter(folder)`` runs before the folder is listed; when it returns False
+    the folder and everything below it are skipped."""
+    root = root or start
     seen: set[str] = set()
-    stack = [root]
+    stack = [start]
     while stack:
         folder = stack.pop()
         real = os.path.realpath(folder)
@@ -185,8 +192,11 @@ class Debouncer:
     def put(self, path: str) -> None:
         self._paths.put(path)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        """No batch is handed on once this returns (within ``timeout``)."""
         self._paths.put(None)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
@@ -257,7 +267,7 @@ class PollingBackend(Backend):
     def _scan(self, roots: Iterable[tuple[str, str]], files: Iterable[str] = ()) -> Snapshot:
         found: Snapshot = {}
         for folder, root in roots:
-            for _folder, entries in walk(folder, self.path_filter):
+            for _folder, entries in walk(folder, self.path_filter, root=root):
                 for entry in entries:
                     with contextlib.suppress(OSError):
                         if entry.is_file() and self.path_filter.matches(entry.path, root):
@@ -314,9 +324,11 @@ class InotifyBackend(Backend):
         import inotify.constants as flags
 
         self._flags = flags
+        # A file counts once its write is complete (closed, or renamed into place): a
+        # truncating open is never a change on its own. Creations matter for folders (to
+        # watch them) and symlinks (which are never written).
         self._mask = (
-            flags.IN_MODIFY
-            | flags.IN_CLOSE_WRITE
+            flags.IN_CLOSE_WRITE
             | flags.IN_CREATE
             | flags.IN_DELETE
             | flags.IN_MOVED_FROM
@@ -331,7 +343,8 @@ class InotifyBackend(Backend):
     def _add_tree(self, folder: str, root: str, report_files: bool = False) -> None:
         # Each folder is watched before it is listed: a file or folder created in between
         # is then either listed or reported by the watch, never missed.
-        for _path, entries in walk(folder, self.path_filter, lambda path: self._watch(path, root)):
+        watch = functools.partial(self._watch, root=root)
+        for _path, entries in walk(folder, self.path_filter, watch, root):
             if report_files:  # files created before the watch existed
                 for entry in entries:
                     self.report(entry.path, root)
@@ -389,6 +402,12 @@ class InotifyBackend(Backend):
         thread.start()
 
     def _run(self) -> None:
+        try:
+            self._read_events()
+        finally:
+            self._inotify = None  # the last reference: its descriptor and watches go
+
+    def _read_events(self) -> None:
         flags = self._flags
         # No terminal events: an unmounted folder must not end the watching of the others.
         # (The package drops the kernel's queue-overflow event: 16384 events pending unread,
@@ -410,6 +429,8 @@ class InotifyBackend(Backend):
                 elif header.mask & (flags.IN_DELETE | flags.IN_MOVED_FROM):
                     self._forget_tree(path)
                 continue
+            if header.mask & flags.IN_CREATE and not os.path.islink(path):
+                continue  # its IN_CLOSE_WRITE follows once written
             if root or path in self._files:
                 self.report(path, root, self._files)
 
@@ -497,13 +518,13 @@ def available(name: str) -> bool:
     return True
 
 
-def needs_polling(root: str) -> bool:
+def needs_polling(root: str, partitions: list[Any] | None = None) -> bool:
     """Whether ``root`` lies on a filesystem that delivers no change events."""
     import psutil
 
     best = ("", "")
     real = os.path.realpath(root)
-    for partition in psutil.disk_partitions(all=True):
+    for partition in psutil.disk_partitions(all=True) if partitions is None else partitions:
         mount = partition.mountpoint
         if (real == mount or real.startswith(mount.rstrip(os.sep) + os.sep)) and len(mount) > len(
             best[0]
@@ -603,7 +624,10 @@ class Watcher:
             return [], list(self.roots)
         if self.backend != "auto":
             return list(self.roots), []
-        polled = [root for root in self.roots if needs_polling(root)]
+        import psutil
+
+        partitions = psutil.disk_partitions(all=True)  # the mount table, read once
+        polled = [root for root in self.roots if needs_polling(root, partitions)]
         return [root for root in self.roots if root not in polled], polled
 
     def describe(self) -> str:

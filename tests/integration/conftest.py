@@ -7,7 +7,14 @@ import pytest
 
 from tests.integration.harness import DevserveProcess, clean_env
 
-pytestmark = pytest.mark.integration
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of this folder (``pytest -m integration`` / ``-m "not integration"``);
+    a ``pytestmark`` here would not apply: pytest reads it from test modules only."""
+    folder = Path(__file__).parent
+    for item in items:
+        if folder in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.hookimpl(wrapper=True)

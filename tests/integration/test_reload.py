@@ -600,3 +600,50 @@ def test_run_rejects_an_unknown_setting(tmp_path: Path, env: dict[str, str]) -> 
     assert result.returncode != 0
     assert "unknown setting 'htp_port'" in result.stderr
     assert "http_port" in result.stderr  # the known names are listed
+
+
+def test_save_is_not_repeated_by_reloads(
+    devserve: StartDevserve, addons: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "saved.conf"
+    server = devserve("-c", str(config), "--save", "-p", "0", "--dev", "reload", str(addons))
+    server.wait_for_log("watching")
+    edited = config.read_text() + "# edited by hand after the first start\n"
+    config.write_text(edited)
+    set_version(addons / "demo", "v2")
+    wait_reloads(server, 1)
+    assert config.read_text() == edited
+    assert server.log.count("settings saved to") == 1
+
+
+SLOW_IMPORT_WSGI = """\
+import pathlib, time
+
+pathlib.Path({marker!r}).write_text("importing")
+time.sleep(2)  # a slow import: the window to stop in
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"{text}"]
+"""
+
+
+def test_stop_while_the_new_image_imports_is_clean(devserve: StartDevserve, tmp_path: Path) -> None:
+    package = tmp_path / "slowpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    marker = tmp_path / "importing"
+    module = package / "wsgi.py"
+    module.write_text(SLOW_IMPORT_WSGI.format(marker=str(marker), text="one"))
+    pidfile = tmp_path / "devserve.pid"
+    server = devserve(
+        "-p", "0", "--dev", "reload", "--pidfile", str(pidfile), "slowpkg.wsgi:app", cwd=tmp_path
+    )
+    server.wait_for_log("watching")
+    marker.unlink()
+    write_file(module, SLOW_IMPORT_WSGI.format(marker=str(marker), text="two"))
+    wait_until(marker.exists, 15, "the new image to be importing the app")
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=15) == 0
+    assert not pidfile.exists()

@@ -335,12 +335,17 @@ def test_devserve_errors_become_their_exit_code_and_one_line(
     assert one_error_line(capsys) == "devserve: error: the thing is wrong; fix the thing"
 
 
-def test_keyboard_interrupt_is_forced_exit(commands: dict[str, type[cli.Command]]) -> None:
+def test_interrupt_during_start_up_is_a_normal_stop(
+    commands: dict[str, type[cli.Command]],
+) -> None:
+    """INT, or TERM (turned into KeyboardInterrupt until the server's handlers take over),
+    before serving: one signal is a normal stop, as once serving."""
+
     class Interrupted(cli.Command):
         def run(self, args: list[str]) -> int:
             raise KeyboardInterrupt
 
-    assert cli.main(["interrupted"]) == ExitCode.FORCED
+    assert cli.main(["interrupted"]) == ExitCode.OK
 
 
 def test_main_reads_sys_argv_by_default(

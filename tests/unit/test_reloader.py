@@ -353,3 +353,35 @@ def test_error_app_without_cause_shows_the_error_itself() -> None:
     assert text.startswith("no module named 'shop'\n\nTraceback")
     assert "ImportError: no module named 'shop'" in text
     assert __file__ in text
+
+
+def _pyc_flags(source: Path) -> int:
+    import importlib.util
+
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    return int.from_bytes(cached.read_bytes()[4:8], "little")
+
+
+def test_check_syntax_writes_hash_checked_bytecode(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.dont_write_bytecode", False)
+    module = cwd / "fresh.py"
+    module.write_text("VALUE = 1\n")
+    assert reloader.check_syntax([str(module)]) == []
+    assert _pyc_flags(module) == 0b11  # hash-based (bit 0), checked against the source (bit 1)
+
+
+def test_check_syntax_discards_bytecode_it_may_not_write(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    module = cwd / "stale.py"
+    module.write_text("VALUE = 1\n")
+    cached = Path(importlib.util.cache_from_source(str(module)))
+    cached.parent.mkdir(exist_ok=True)
+    cached.write_bytes(b"stale")
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    assert reloader.check_syntax([str(module)]) == []
+    assert not cached.exists()

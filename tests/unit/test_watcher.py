@@ -846,3 +846,66 @@ def test_polled_subtree_keeps_excludes_relative_to_its_root(
     kept = write(crowded / "a" / "kept.py", "x = 'kept'\n")
     assert recorder.wait_for(kept), recorder.batches
     assert not any("deeper" in path for path in recorder.seen()), recorder.batches
+
+
+# --- review fixes ---
+
+
+def _inotify_descriptors() -> set[str]:
+    return {fd for fd in os.listdir("/proc/self/fd") if "inotify" in _link(f"/proc/self/fd/{fd}")}
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def test_inotify_backend_releases_its_descriptor_once_stopped(tmp_path: Path) -> None:
+    before = _inotify_descriptors()
+    backend = InotifyBackend(PathFilter(), Recorder().emit)
+    backend.start([str(tmp_path)])
+    [own] = _inotify_descriptors() - before  # other tests' backends may come and go
+    backend.stop()
+    deadline = time.monotonic() + TIMEOUT
+    while own in _inotify_descriptors():
+        assert time.monotonic() < deadline, "the inotify descriptor stayed open"
+        time.sleep(0.05)
+
+
+def test_debouncer_hands_nothing_on_once_stopped() -> None:
+    recorder = Recorder()
+    debouncer = Debouncer(recorder.on_batch, quiet=0.05)
+    debouncer.start()
+    debouncer.put("/a.py")
+    debouncer.stop()
+    assert not debouncer._thread.is_alive()
+    assert recorder.batches == []  # the batch under way was dropped, not delivered late
+
+
+def test_a_file_being_written_is_reported_only_once_closed(tmp_path: Path) -> None:
+    recorder = Recorder()
+    backend = InotifyBackend(PathFilter(), recorder.emit)
+    backend.start([str(tmp_path)])
+    try:
+        held = open(tmp_path / "half.py", "w")  # noqa: SIM115 (closed below, on purpose late)
+        held.write("def f(")
+        held.flush()
+        marker = write(tmp_path / "marker.py")
+        assert recorder.wait_for(marker)
+        assert str(tmp_path / "half.py") not in recorder.seen()  # truncated, not complete
+        held.write("): pass\n")
+        held.close()
+        assert recorder.wait_for(tmp_path / "half.py")
+    finally:
+        backend.stop()
+
+
+def test_walk_matches_excludes_from_the_root_not_the_start(tmp_path: Path) -> None:
+    write(tmp_path / "pkg" / "gen" / "x.py")
+    write(tmp_path / "pkg" / "kept" / "y.py")
+    path_filter = PathFilter(exclude=("pkg/gen",))
+    folders = [folder for folder, _ in walk(str(tmp_path / "pkg"), path_filter, root=str(tmp_path))]
+    assert str(tmp_path / "pkg" / "kept") in folders
+    assert str(tmp_path / "pkg" / "gen") not in folders
