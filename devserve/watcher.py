@@ -165,6 +165,26 @@ def walk(
                     stack.append(entry.path)
 
 
+def scan(
+    roots: Iterable[tuple[str, str]], files: Iterable[str], path_filter: PathFilter
+) -> Snapshot:
+    """The watched files under each (folder, its root), and the single ``files``, with
+    what tells a change: modification time, size and inode (an atomic save changes it)."""
+    found: Snapshot = {}
+    for folder, root in roots:
+        for _folder, entries in walk(folder, path_filter, root=root):
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.is_file() and path_filter.matches(entry.path, root):
+                        stat = entry.stat()
+                        found[entry.path] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    for path in files:
+        with contextlib.suppress(OSError):
+            stat = os.stat(path)
+            found[path] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    return found
+
+
 # --- batching ---
 
 
@@ -265,19 +285,7 @@ class PollingBackend(Backend):
         self._snapshot: dict[str, tuple[int, int, int]] = {}
 
     def _scan(self, roots: Iterable[tuple[str, str]], files: Iterable[str] = ()) -> Snapshot:
-        found: Snapshot = {}
-        for folder, root in roots:
-            for _folder, entries in walk(folder, self.path_filter, root=root):
-                for entry in entries:
-                    with contextlib.suppress(OSError):
-                        if entry.is_file() and self.path_filter.matches(entry.path, root):
-                            stat = entry.stat()
-                            found[entry.path] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        for path in files:
-            with contextlib.suppress(OSError):
-                stat = os.stat(path)
-                found[path] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        return found
+        return scan(roots, files, self.path_filter)
 
     def start(self, roots: list[str], files: Iterable[str] = ()) -> None:
         with self._lock:
@@ -598,21 +606,11 @@ class Watcher:
         """Changes made while this process was starting, before its watches existed: the
         previous image stopped listening when it decided to reload. The margin covers the
         coarse clock the kernel stamps files with."""
-        threshold = since - 0.02
-        for root in self.roots:
-            for _folder, entries in walk(root, self.path_filter):
-                for entry in entries:
-                    with contextlib.suppress(OSError):
-                        if (
-                            entry.is_file()
-                            and self.path_filter.matches(entry.path, root)
-                            and entry.stat().st_mtime > threshold
-                        ):
-                            emit(entry.path)
-        for path in self.files:
-            with contextlib.suppress(OSError):
-                if os.stat(path).st_mtime > threshold:
-                    emit(path)
+        threshold = int((since - 0.02) * 1e9)
+        found = scan(((root, root) for root in self.roots), self.files, self.path_filter)
+        for path, (mtime_ns, _size, _inode) in found.items():
+            if mtime_ns > threshold:
+                emit(path)
 
     def _event_backend(self) -> str:
         if self.backend != "auto":
