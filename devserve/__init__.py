@@ -9,13 +9,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from devserve.cache import cached
     from devserve.errors import DevserveError, ExitCode
     from devserve.http import Controller, Response, request, route
 
-__all__ = ["Controller", "DevserveError", "ExitCode", "Response", "request", "route", "run"]
+__all__ = [
+    "Controller",
+    "DevserveError",
+    "ExitCode",
+    "Response",
+    "cached",
+    "request",
+    "route",
+    "run",
+]
 __version__ = "0.1.0"
 
 _LAZY = {
+    "cached": "devserve.cache",
     "Controller": "devserve.http",
     "Response": "devserve.http",
     "request": "devserve.http",

@@ -191,6 +191,7 @@ def _run_server(
         reload_grace=settings.reload_grace,
         on_changes=reloader.prepare_reload,
         connections=reloader.adopt_connections(),
+        signal_actions=_signal_actions(settings, given),
     )
 
     def announce() -> None:
@@ -235,6 +236,30 @@ def _interruptible_startup() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _signal_actions(settings: config.Settings, given: Any) -> dict[int, Callable[[], None]]:
+    """QUIT dumps every thread's stack; USR1 reports cache statistics, USR2 with sizes.
+    (Imported on first use: start-up is reload latency.)"""
+    reporter: list[Any] = []
+
+    def report(sizes: bool) -> None:
+        from devserve import app, debug
+
+        if not reporter:
+            reporter.append(debug.CacheReporter(app.watch_roots(settings, given)))
+        reporter[0].request(sizes)
+
+    def dump() -> None:
+        from devserve import debug
+
+        debug.dump_stacks()
+
+    return {
+        signal.SIGQUIT: dump,
+        signal.SIGUSR1: lambda: report(False),
+        signal.SIGUSR2: lambda: report(True),
+    }
 
 
 def _load_or_show_error(settings: config.Settings) -> tuple[WSGIApplication, list[str]]:

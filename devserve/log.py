@@ -13,7 +13,14 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["PLAIN_FORMAT", "print_banner", "setup_logging", "status_style", "uses_rich"]
+__all__ = [
+    "PLAIN_FORMAT",
+    "print_banner",
+    "print_table",
+    "setup_logging",
+    "status_style",
+    "uses_rich",
+]
 
 PLAIN_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
@@ -93,6 +100,31 @@ def print_banner(title: str, rows: Sequence[tuple[str, str]]) -> None:
         table.add_row(label, value)
     assert isinstance(_rich_console, Console)
     _rich_console.print(Panel(table, title=title, expand=False, border_style="cyan"))
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A report: a rich table on a terminal, one aligned plain-text log record otherwise."""
+    if _rich_console is not None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title)
+        for index, column in enumerate(columns):
+            table.add_column(column, justify="left" if index == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        assert isinstance(_rich_console, Console)
+        _rich_console.print(table)
+        return
+    widths = [max(len(str(cell)) for cell in column) for column in zip(columns, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = (str(cell) for cell in cells)
+        right = (cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True))
+        return "  ".join([first.ljust(widths[0]), *right])
+
+    text = "\n".join([title, line(columns), *(line(row) for row in rows)])
+    logging.getLogger("devserve").info("%s", text)
 
 
 def _rich_handler(console: object) -> logging.Handler:

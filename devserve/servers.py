@@ -23,7 +23,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
@@ -325,6 +325,7 @@ class ThreadedServer:
         reload_grace: float = 5.0,
         on_changes: Callable[[FileChanges], bool] | None = None,
         connections: Iterable[socket.socket] = (),
+        signal_actions: Mapping[int, Callable[[], None]] | None = None,
     ) -> None:
         self.httpd = _WerkzeugServer(sock, app)
         self.listener = sock
@@ -332,6 +333,7 @@ class ThreadedServer:
         self.shutdown_grace = shutdown_grace
         self.reload_grace = reload_grace
         self.on_changes = on_changes  # decides whether a batch of changed files reloads
+        self.signal_actions = dict(signal_actions or {})  # QUIT, USR1...: run by the loop
         self.reload: Reload | None = None  # what asked for the reload under way, and when
         self.handover: list[socket.socket] = []  # after a reload: for the next image
         self.served_first = threading.Event()  # set once a first connection was answered
@@ -383,7 +385,9 @@ class ThreadedServer:
             self.handle_event(event)
 
     def handle_event(self, event: Any) -> None:
-        if event in STOP_SIGNALS:
+        if event in self.signal_actions:  # a stack dump, a report: also while draining
+            self.signal_actions[event]()
+        elif event in STOP_SIGNALS:
             if self._outcome is Outcome.STOP and self._draining:
                 self._outcome = Outcome.FORCED  # the second one
             elif self._outcome is not Outcome.FORCED:

@@ -1,8 +1,23 @@
 """Routes of the example addon. Edit a string here while running with --dev reload."""
 
+import functools
 from html import escape
 
+from devserve.cache import cached
 from devserve.http import Controller, Response, request, route
+
+
+@cached
+def fibonacci(number: int) -> int:
+    """Memoized with statistics: `kill -USR1 <pid>` shows its hits and misses."""
+    return number if number < 2 else fibonacci(number - 1) + fibonacci(number - 2)
+
+
+@functools.lru_cache(maxsize=64)
+def shout(name: str) -> str:
+    """A plain functools cache: devserve finds it and reports it too."""
+    return name.upper()
+
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -18,6 +33,8 @@ PAGE = """<!doctype html>
     <li><a href="/hello/world">/hello/world</a>: a route with a name in it</li>
     <li><a href="/hello/repeat/3">/hello/repeat/3</a>: a route with an
         <code>&lt;int:count&gt;</code> converter</li>
+    <li><a href="/hello/fibonacci/30">/hello/fibonacci/30</a>: a <code>@cached</code>
+        function; then <code>kill -USR1 &lt;pid&gt;</code> logs its statistics</li>
     <li><a href="/hello/static/hello.css">/hello/static/hello.css</a>: a static file</li>
   </ul>
 </body>
@@ -38,3 +55,11 @@ class Hello(Controller):
     @route("/hello/repeat/<int:count>", methods=["GET"])
     def repeat(self, count: int) -> Response:
         return Response("hello\n" * count, mimetype="text/plain")
+
+    @route("/hello/fibonacci/<int:number>", methods=["GET"])
+    def fib(self, number: int) -> Response:
+        return Response(f"fibonacci({number}) = {fibonacci(number)}\n", mimetype="text/plain")
+
+    @route("/hello/shout/<name>", methods=["GET"])
+    def loud(self, name: str) -> Response:
+        return Response(shout(name) + "\n", mimetype="text/plain")
