@@ -152,6 +152,10 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
         _logger.info("settings saved to %s", settings.config)
     if given is None:
         app.check_target(settings)
+    if "werkzeug" in settings.dev:
+        from devserve import debug
+
+        debug.check_debugger_safety(settings.http_interface, settings.debugger_allow_remote)
     if settings.stop_after_init:
         if given is None:
             app.load_app(settings)
@@ -182,6 +186,15 @@ def _run_server(
         application, broken_files = _load_or_show_error(settings)
     else:
         application, broken_files = given, []
+    if "werkzeug" in settings.dev:
+        from devserve import debug
+
+        application = debug.debugger(
+            application,
+            settings.http_interface,
+            settings.debugger_pin,
+            settings.debugger_trusted_host,
+        )
     watcher = _Watch(settings, broken_files, since=load_started, given=given)
     server = servers.ThreadedServer(
         application,
@@ -200,7 +213,7 @@ def _run_server(
             took = (now - reloaded.first_seen) * 1000
             _logger.info("reloaded in %.0f ms: %s", took, reloaded.summary(now))
         else:
-            _print_banner(settings, server, given)
+            _print_banner(settings, server, given, application)
         watcher.start_in_background(server.notify, after=server.served_first)
 
     try:
@@ -280,18 +293,20 @@ def _load_or_show_error(settings: config.Settings) -> tuple[WSGIApplication, lis
         return reloader.error_app(error), reloader.traceback_files(error)
 
 
-def _print_banner(settings: config.Settings, server: Any, given: Any) -> None:
+def _print_banner(settings: config.Settings, server: Any, given: Any, served: Any) -> None:
     from devserve import app, log
 
-    log.print_banner(
-        f"devserve serving on {server.url}",
-        [
-            ("mode", server.mode),
-            ("serving", app.describe_target(settings, given)),
-            ("dev", ",".join(settings.dev) or "-"),
-            ("pid", str(os.getpid())),
-        ],
-    )
+    rows = [
+        ("mode", server.mode),
+        ("serving", app.describe_target(settings, given)),
+        ("dev", ",".join(settings.dev) or "-"),
+        ("pid", str(os.getpid())),
+    ]
+    if "werkzeug" in settings.dev:
+        from devserve import debug
+
+        rows.append(("debugger PIN", debug.debugger_pin(served)))
+    log.print_banner(f"devserve serving on {server.url}", rows)
 
 
 class _Watch:

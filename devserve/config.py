@@ -127,7 +127,7 @@ def parse_existing_paths(text: str) -> tuple[str, ...]:
     return _existing(text, os.path.exists, "{item!r} does not exist")
 
 
-def parse_globs(text: str) -> tuple[str, ...]:
+def parse_list(text: str) -> tuple[str, ...]:
     return tuple(split_commas(text))
 
 
@@ -210,7 +210,8 @@ class Settings:
     save: bool = setting(
         False,
         "--save",
-        help="write the resolved settings to the config file (mode 600; never writes --dev)",
+        help="write the resolved settings to the config file (mode 600; never --dev or the "
+        "debugger's PIN and remote switch)",
         parse=parse_bool,
         flag=True,
         saved=False,
@@ -288,7 +289,7 @@ class Settings:
         "--reload-include",
         help="comma-separated globs of the files whose change reloads (a glob without / "
         "matches names, one with / the path under a watched folder)",
-        parse=parse_globs,
+        parse=parse_list,
         metavar="GLOBS",
     )
     reload_exclude: tuple[str, ...] = setting(
@@ -296,7 +297,7 @@ class Settings:
         "--reload-exclude",
         help="comma-separated globs of files and folders never to watch, on top of the "
         "default ignores (VCS folders, virtualenvs, caches, editor temp files, logs)",
-        parse=parse_globs,
+        parse=parse_list,
         metavar="GLOBS",
     )
     reload_grace: float = setting(
@@ -305,6 +306,31 @@ class Settings:
         help="seconds that running requests get to finish before a reload goes ahead",
         parse=parse_seconds,
         metavar="SECONDS",
+    )
+    debugger_pin: str | None = setting(
+        None,
+        "--debugger-pin",
+        help="--dev werkzeug: a fixed PIN for the debugger console, or off (default: a PIN "
+        "derived from this machine, shown in the banner)",
+        metavar="PIN",
+        saved=False,
+    )
+    debugger_trusted_host: tuple[str, ...] = setting(
+        (),
+        "--debugger-trusted-host",
+        help="--dev werkzeug: comma-separated host names the debugger also answers to "
+        "(a custom dev hostname, a LAN address), besides localhost and the bound interface",
+        parse=parse_list,
+        metavar="HOSTS",
+    )
+    debugger_allow_remote: bool = setting(
+        False,
+        "--debugger-allow-remote",
+        help="--dev werkzeug: start even on a non-loopback --http-interface (the debugger "
+        "console runs any code for whoever reaches it)",
+        parse=parse_bool,
+        flag=True,
+        saved=False,
     )
     pidfile: str | None = setting(
         None,

@@ -14,10 +14,18 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
+from typing import Any
 
 from devserve import cache, log
 
-__all__ = ["CacheReporter", "dump_stacks"]
+__all__ = [
+    "CacheReporter",
+    "check_debugger_safety",
+    "debugger",
+    "debugger_pin",
+    "dump_stacks",
+    "is_loopback",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -116,3 +124,88 @@ def _human(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024  # type: ignore[assignment]
     return f"{size:.1f} GiB"
+
+
+# --- --dev werkzeug: the interactive debugger ---
+
+RELOADED_PAGE = (
+    "The server was reloaded since this page was shown: the frames of this traceback are "
+    "gone. Reload this page."
+)
+
+
+def is_loopback(interface: str) -> bool:
+    """Whether only this machine can reach ``interface`` (a name must resolve to loopback
+    addresses only)."""
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(interface.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(interface, None)
+    except OSError:
+        return False
+    return all(ipaddress.ip_address(item[4][0]).is_loopback for item in found)
+
+
+def check_debugger_safety(interface: str, allow_remote: bool) -> None:
+    from devserve.errors import ConfigError
+
+    if not allow_remote and not is_loopback(interface):
+        raise ConfigError(
+            f"--dev werkzeug on --http-interface {interface} would let anyone who reaches "
+            "this machine run code through the debugger console; listen on 127.0.0.1, or "
+            "add --debugger-allow-remote if that is what you want"
+        )
+
+
+def debugger(app: Any, interface: str, pin: str | None, trusted: Iterable[str]) -> Any:
+    """The app behind Werkzeug's interactive debugger (a console on every traceback frame).
+    ``pin``: a fixed PIN, ``"off"``, or None for Werkzeug's machine-derived one."""
+    from werkzeug.debug import DebuggedApplication
+
+    class Debugger(DebuggedApplication):
+        def __call__(self, environ: Any, start_response: Any) -> Any:
+            if _addressed_to_another_image(self, environ):
+                body = RELOADED_PAGE.encode()
+                start_response(
+                    "410 Gone",
+                    [
+                        ("Content-Type", "text/plain; charset=utf-8"),
+                        ("Content-Length", str(len(body))),
+                    ],
+                )
+                return [body]
+            return super().__call__(environ, start_response)
+
+    wrapped = Debugger(app, evalex=True, pin_security=pin != "off", pin_logging=False)
+    if pin:
+        # Werkzeug computes its (PIN, cookie name) pair on first use, overwriting a PIN set
+        # before: have it computed now, then set ours.
+        wrapped.pin_cookie_name  # noqa: B018 (computes the pair)
+        wrapped.pin = None if pin == "off" else pin
+    hosts = [".localhost", "localhost", "127.0.0.1", "::1", "[::1]", *trusted]
+    if interface not in ("0.0.0.0", "::", ""):
+        hosts.append(interface)
+    wrapped.trusted_hosts = hosts
+    return wrapped
+
+
+def _addressed_to_another_image(debugger: Any, environ: Any) -> bool:
+    """A console command or PIN check carrying the secret of a previous process image."""
+    from urllib.parse import parse_qs
+
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if query.get("__debugger__") != ["yes"] or query.get("cmd", [""])[0] == "resource":
+        return False
+    secret = query.get("s", [None])[0]
+    return secret is not None and secret != debugger.secret
+
+
+def debugger_pin(app: Any) -> str:
+    """What the banner says of the debugger's PIN."""
+    pin = getattr(app, "pin", None)
+    return pin if pin else "off (no PIN: anyone who reaches the page can run code)"

@@ -390,7 +390,16 @@ def test_missing_addons_path_in_file_or_env_names_it(tmp_path: Path) -> None:
 
 # --- --save ---
 
-NEVER_SAVED = {"dev", "config", "save", "stop_after_init"}
+# Besides the one-off switches: the debugger PIN is a secret, and allowing the debugger on a
+# network interface must never become sticky by accident.
+NEVER_SAVED = {
+    "dev",
+    "config",
+    "save",
+    "stop_after_init",
+    "debugger_pin",
+    "debugger_allow_remote",
+}
 
 
 @pytest.fixture

@@ -74,3 +74,33 @@ def test_exit_codes_are_distinct_and_stable() -> None:
         "BIND": 5,
         "FORCED": 6,
     }
+
+
+@pytest.mark.parametrize(
+    ("interface", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.5.6.7", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.0.2.1", False),
+        ("no-such-host.invalid", False),
+    ],
+)
+def test_is_loopback(interface: str, loopback: bool) -> None:
+    from devserve.debug import is_loopback
+
+    assert is_loopback(interface) is loopback
+
+
+def test_debugger_safety_names_the_way_out() -> None:
+    from devserve.debug import check_debugger_safety
+    from devserve.errors import ConfigError
+
+    check_debugger_safety("127.0.0.1", allow_remote=False)
+    check_debugger_safety("0.0.0.0", allow_remote=True)
+    with pytest.raises(ConfigError, match="--debugger-allow-remote"):
+        check_debugger_safety("0.0.0.0", allow_remote=False)

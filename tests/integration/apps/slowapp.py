@@ -47,3 +47,9 @@ def create_app(greeting="factory ok"):
         return [greeting.encode()]
 
     return factory_app
+
+
+def broken_app(environ, start_response):
+    """/ raises: for the debugger tests."""
+    local_answer = 6 * 7  # noqa: F841 (inspected from the debugger console)
+    raise RuntimeError("boom from broken_app")

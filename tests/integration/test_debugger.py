@@ -1,0 +1,172 @@
+"""--dev werkzeug: the interactive debugger, driven through its own HTTP protocol."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from devserve.errors import ExitCode
+from tests.integration.conftest import StartDevserve
+from tests.integration.harness import APPS, DevserveProcess, run_cli, wait_reloads, write_file
+
+PIN = "123-456-789"
+HTML = {"Accept": "text/html"}
+
+
+def traceback_page(server: DevserveProcess) -> tuple[str, str]:
+    """The debugger page of the failing route: (its secret, the innermost frame's id)."""
+    page = server.request("/", headers=HTML)
+    assert page.status == 500
+    secret = re.search(r'SECRET = "([^"]+)"', page.text)
+    frames = re.findall(r'id="frame-(\d+)"', page.text)
+    assert secret and frames, page.text[:2000]
+    return secret.group(1), frames[-1]
+
+
+def command(
+    server: DevserveProcess,
+    secret: str,
+    frame: str,
+    expression: str,
+    cookie: str = "",
+    host: str | None = None,
+) -> tuple[int, str]:
+    headers = {"Cookie": cookie} if cookie else {}
+    if host:
+        headers["Host"] = host
+    query = f"/?__debugger__=yes&cmd={expression}&frm={frame}&s={secret}"
+    response = server.request(query, headers=headers)
+    return response.status, response.text
+
+
+def unlock(server: DevserveProcess, secret: str, pin: str) -> tuple[dict[str, bool], str]:
+    response = server.request(f"/?__debugger__=yes&cmd=pinauth&pin={pin}&s={secret}")
+    cookie = response.headers.get("Set-Cookie", "").split(";")[0]
+    return json.loads(response.text), cookie
+
+
+def start_debugger(devserve: StartDevserve, *extra: str) -> DevserveProcess:
+    return devserve(
+        "-p",
+        "0",
+        "--dev",
+        "werkzeug",
+        "--debugger-pin",
+        PIN,
+        *extra,
+        "slowapp:broken_app",
+        cwd=APPS,
+    )
+
+
+def test_traceback_page_has_a_console_and_the_pin_is_in_the_banner(
+    devserve: StartDevserve,
+) -> None:
+    server = start_debugger(devserve)
+    assert f"debugger PIN: {PIN}" in server.log
+    page = server.request("/", headers=HTML)
+    assert page.status == 500
+    assert "boom from broken_app" in page.text
+    assert "EVALEX = true" in page.text and "SECRET = " in page.text
+    assert 'class="traceback"' in page.text
+
+
+def test_the_console_runs_code_only_after_the_pin(devserve: StartDevserve) -> None:
+    server = start_debugger(devserve)
+    secret, frame = traceback_page(server)
+    assert "42" not in command(server, secret, frame, "local_answer")[1]  # locked
+
+    verdict, _ = unlock(server, secret, "000-000-000")
+    assert verdict["auth"] is False
+    verdict, cookie = unlock(server, secret, PIN)
+    assert verdict["auth"] is True and cookie
+
+    status, output = command(server, secret, frame, "local_answer", cookie)
+    assert status == 200 and "42" in output
+
+
+def test_untrusted_host_is_refused_and_a_trusted_one_allowed(devserve: StartDevserve) -> None:
+    server = start_debugger(devserve)
+    secret, frame = traceback_page(server)
+    _, cookie = unlock(server, secret, PIN)
+    status, output = command(server, secret, frame, "local_answer", cookie, host="mydev.test")
+    assert status == 400 and "42" not in output  # Werkzeug's SecurityError
+
+    trusting = start_debugger(devserve, "--debugger-trusted-host", "mydev.test")
+    secret, frame = traceback_page(trusting)
+    _, cookie = unlock(trusting, secret, PIN)
+    status, output = command(trusting, secret, frame, "local_answer", cookie, host="mydev.test")
+    assert status == 200 and "42" in output
+
+
+def test_debugger_on_a_network_interface_is_refused(env: dict[str, str]) -> None:
+    result = run_cli(
+        ["-p", "0", "--http-interface", "0.0.0.0", "--dev", "werkzeug", "slowapp:app"],
+        cwd=APPS,
+        env=env,
+    )
+    assert result.returncode == ExitCode.CONFIG
+    [line] = result.stderr.strip().splitlines()
+    assert "run code through the debugger console" in line and "--debugger-allow-remote" in line
+
+
+def test_debugger_on_a_network_interface_when_allowed(devserve: StartDevserve) -> None:
+    server = devserve(
+        "-p",
+        "0",
+        "--http-interface",
+        "0.0.0.0",
+        "--dev",
+        "werkzeug",
+        "--debugger-allow-remote",
+        "slowapp:app",
+        cwd=APPS,
+        ready=False,
+    )
+    server.wait_for_log("serving on http://0.0.0.0:")
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == ExitCode.OK
+
+
+BROKEN = """\
+def app(environ, start_response):
+    local_answer = 6 * 7  # noqa: F841
+    raise RuntimeError("boom, version {version}")
+"""
+
+
+def test_a_page_from_before_a_reload_says_so(devserve: StartDevserve, tmp_path: Path) -> None:
+    module = tmp_path / "brokenmod.py"
+    module.write_text(BROKEN.format(version=1))
+    server = devserve(
+        "-p",
+        "0",
+        "--dev",
+        "reload,werkzeug",
+        "--debugger-pin",
+        PIN,
+        "brokenmod:app",
+        cwd=tmp_path,
+    )
+    server.wait_for_log("watching")
+    secret, frame = traceback_page(server)
+    write_file(module, BROKEN.format(version=2))
+    wait_reloads(server, 1)
+    status, output = command(server, secret, frame, "local_answer")
+    assert status == 410
+    assert "The server was reloaded" in output and "Reload this page" in output
+
+
+@pytest.mark.parametrize("pin", ["off"])
+def test_pin_off_opens_the_console(devserve: StartDevserve, pin: str) -> None:
+    server = devserve(
+        "-p", "0", "--dev", "werkzeug", "--debugger-pin", pin, "slowapp:broken_app", cwd=APPS
+    )
+    assert "debugger PIN: off" in server.log
+    secret, frame = traceback_page(server)
+    status, output = command(server, secret, frame, "local_answer")
+    assert status == 200 and "42" in output
