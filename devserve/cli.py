@@ -156,6 +156,10 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
         from devserve import debug
 
         debug.check_debugger_safety(settings.http_interface, settings.debugger_allow_remote)
+    if set(settings.dev) & {"pdb", "ipdb", "pudb"}:
+        from devserve import debug
+
+        debug.check_post_mortem(settings.dev, sys.stdin.isatty())
     if settings.stop_after_init:
         if given is None:
             app.load_app(settings)
@@ -186,6 +190,11 @@ def _run_server(
         application, broken_files = _load_or_show_error(settings)
     else:
         application, broken_files = given, []
+    post_mortem = [name for name in ("pdb", "ipdb", "pudb") if name in settings.dev]
+    if post_mortem:
+        from devserve import debug
+
+        application = debug.PostMortem(application, post_mortem[0])
     if "werkzeug" in settings.dev:
         from devserve import debug
 

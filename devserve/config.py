@@ -41,7 +41,7 @@ CONFIG_SECTION = "options"
 DEFAULT_CONFIG_NAME = ".devserverc"
 
 # --dev values known so far, and what "all" expands to: every value that needs no terminal.
-DEV_MODES = ("reload", "werkzeug", "pdb")
+DEV_MODES = ("reload", "werkzeug", "pdb", "ipdb", "pudb")
 DEV_ALL = ("reload", "werkzeug")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -248,8 +248,8 @@ class Settings:
     dev: tuple[str, ...] = setting(
         (),
         "--dev",
-        help="comma-separated developer features: reload, werkzeug, pdb; "
-        "all = every one that needs no terminal",
+        help="comma-separated developer features: reload, werkzeug, pdb (or ipdb, pudb: "
+        "post-mortem on the terminal); all = every one that needs no terminal",
         parse=parse_dev,
         metavar="FEATURES",
         saved=False,

@@ -20,7 +20,9 @@ from devserve import cache, log
 
 __all__ = [
     "CacheReporter",
+    "PostMortem",
     "check_debugger_safety",
+    "check_post_mortem",
     "debugger",
     "debugger_pin",
     "dump_stacks",
@@ -209,3 +211,63 @@ def debugger_pin(app: Any) -> str:
     """What the banner says of the debugger's PIN."""
     pin = getattr(app, "pin", None)
     return pin if pin else "off (no PIN: anyone who reaches the page can run code)"
+
+
+# --- --dev pdb: post-mortem on the terminal ---
+
+POST_MORTEM = ("pdb", "ipdb", "pudb")
+
+
+class PostMortem:
+    """Drops into a debugger on the terminal when a request raises, then lets the error go
+    on (the client gets its 500). One session at a time: requests failing meanwhile wait
+    their turn. ``holding`` counts requests held by a debugger, so time limits can stand
+    aside while a developer is looking."""
+
+    def __init__(self, app: Any, name: str) -> None:
+        import importlib
+
+        self.app = app
+        self.name = name
+        self.debugger = importlib.import_module(name)
+        self._turn = threading.Lock()
+        self.holding = 0
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        try:
+            return self.app(environ, start_response)
+        except Exception as error:
+            self.inspect(error, f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}")
+            raise
+
+    def inspect(self, error: BaseException, where: str) -> None:
+        with self._turn:
+            self.holding += 1
+            try:
+                print(f"\n*** {type(error).__name__} in {where}: {error}", file=sys.stderr)
+                print(f"*** {self.name} post-mortem; 'c' lets the request end", file=sys.stderr)
+                self.debugger.post_mortem(error.__traceback__)
+            finally:
+                self.holding -= 1
+
+
+def check_post_mortem(dev: Iterable[str], terminal: bool) -> str | None:
+    """The post-mortem debugger asked for, if any; an error when it cannot work."""
+    from devserve.errors import ConfigError
+
+    asked = [name for name in POST_MORTEM if name in dev]
+    if not asked:
+        return None
+    if len(asked) > 1:
+        raise ConfigError(f"--dev names {' and '.join(asked)}: choose one post-mortem debugger")
+    name = asked[0]
+    if not terminal:
+        raise ConfigError(
+            f"--dev {name} needs a terminal, and stdin is not one; start devserve from a "
+            "terminal, or debug in the browser with --dev werkzeug"
+        )
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        raise ConfigError(f"--dev {name}: {name} is not installed; pip install {name}")
+    return name

@@ -104,3 +104,18 @@ def test_debugger_safety_names_the_way_out() -> None:
     check_debugger_safety("0.0.0.0", allow_remote=True)
     with pytest.raises(ConfigError, match="--debugger-allow-remote"):
         check_debugger_safety("0.0.0.0", allow_remote=False)
+
+
+def test_post_mortem_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from devserve.debug import check_post_mortem
+    from devserve.errors import ConfigError
+
+    assert check_post_mortem(("reload",), terminal=False) is None
+    assert check_post_mortem(("pdb",), terminal=True) == "pdb"
+    with pytest.raises(ConfigError, match="choose one"):
+        check_post_mortem(("pdb", "pudb"), terminal=True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="pip install ipdb"):
+        check_post_mortem(("ipdb",), terminal=True)
