@@ -34,7 +34,11 @@ def assert_one_line_error(
         (["-p", "http"], ExitCode.USAGE, ["-p/--http-port", "'http' is not a port number"]),
         (["-p", "70000"], ExitCode.USAGE, ["not a port number"]),
         (["--max-http-threads", "0"], ExitCode.USAGE, ["must be 1 or more"]),
-        (["--dev", "relaod"], ExitCode.USAGE, ["'relaod'", "reload, werkzeug, pdb, all"]),
+        (
+            ["--dev", "relaod"],
+            ExitCode.USAGE,
+            ["'relaod'", "reload, werkzeug, pdb, ipdb, pudb, all"],
+        ),
         (["--log-level", "loud"], ExitCode.USAGE, ["not a log level"]),
         (["-c", "/no/such/devserve.conf"], ExitCode.CONFIG, ["cannot read config file"]),
         (["/no/such/addons"], ExitCode.CONFIG, ["'/no/such/addons' does not exist"]),

@@ -118,7 +118,10 @@ def test_unknown_option(capsys: pytest.CaptureFixture[str], argv: list[str]) -> 
     [
         (["server", "--http-port", "abc"], ["--http-port", "'abc' is not a port number"]),
         (["-p", "70000"], ["--http-port", "'70000' is not a port number"]),
-        (["--dev", "relaod"], ["--dev", "'relaod'", "valid: reload, werkzeug, pdb, all"]),
+        (
+            ["--dev", "relaod"],
+            ["--dev", "'relaod'", "valid: reload, werkzeug, pdb, ipdb, pudb, all"],
+        ),
         (["--max-http-threads", "0"], ["--max-http-threads", "must be 1 or more"]),
         (["--log-level", "loud"], ["--log-level", "'loud' is not a log level"]),
         (["--shutdown-grace", "-1"], ["--shutdown-grace", "must not be negative"]),

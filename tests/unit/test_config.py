@@ -116,7 +116,7 @@ def test_parse_dev_rejects_unknown_value_listing_the_valid_ones(text: str) -> No
         config.parse_dev(text)
     message = str(caught.value)
     assert "unknown --dev option" in message
-    assert "valid: reload, werkzeug, pdb, all" in message
+    assert "valid: reload, werkzeug, pdb, ipdb, pudb, all" in message
     bad = text.split(",")[-1]
     assert repr(bad) in message
 
@@ -336,7 +336,7 @@ def test_invalid_value_in_env_names_the_variable(tmp_path: Path) -> None:
         config.resolve({}, environ)
     message = str(caught.value)
     assert "environment variable DEVSERVE_DEV" in message
-    assert "valid: reload, werkzeug, pdb, all" in message
+    assert "valid: reload, werkzeug, pdb, ipdb, pudb, all" in message
 
 
 def test_unknown_key_is_warned_about_and_ignored(
