@@ -15,6 +15,7 @@ from tests.integration.harness import APPS, DevserveProcess, run_cli, wait_reloa
 
 PIN = "123-456-789"
 HTML = {"Accept": "text/html"}
+ANSWER = '<span class="number">42</span>'  # the console's output for `local_answer`
 
 
 def traceback_page(server: DevserveProcess) -> tuple[str, str]:
@@ -78,7 +79,8 @@ def test_traceback_page_has_a_console_and_the_pin_is_in_the_banner(
 def test_the_console_runs_code_only_after_the_pin(devserve: StartDevserve) -> None:
     server = start_debugger(devserve)
     secret, frame = traceback_page(server)
-    assert "42" not in command(server, secret, frame, "local_answer")[1]  # locked
+    status, output = command(server, secret, frame, "local_answer")
+    assert status == 500 and ANSWER not in output  # locked: the app answered, not the console
 
     verdict, _ = unlock(server, secret, "000-000-000")
     assert verdict["auth"] is False
@@ -86,7 +88,7 @@ def test_the_console_runs_code_only_after_the_pin(devserve: StartDevserve) -> No
     assert verdict["auth"] is True and cookie
 
     status, output = command(server, secret, frame, "local_answer", cookie)
-    assert status == 200 and "42" in output
+    assert status == 200 and ANSWER in output
 
 
 def test_untrusted_host_is_refused_and_a_trusted_one_allowed(devserve: StartDevserve) -> None:
@@ -94,13 +96,13 @@ def test_untrusted_host_is_refused_and_a_trusted_one_allowed(devserve: StartDevs
     secret, frame = traceback_page(server)
     _, cookie = unlock(server, secret, PIN)
     status, output = command(server, secret, frame, "local_answer", cookie, host="mydev.test")
-    assert status == 400 and "42" not in output  # Werkzeug's SecurityError
+    assert status == 400 and ANSWER not in output  # Werkzeug's SecurityError
 
     trusting = start_debugger(devserve, "--debugger-trusted-host", "mydev.test")
     secret, frame = traceback_page(trusting)
     _, cookie = unlock(trusting, secret, PIN)
     status, output = command(trusting, secret, frame, "local_answer", cookie, host="mydev.test")
-    assert status == 200 and "42" in output
+    assert status == 200 and ANSWER in output
 
 
 def test_debugger_on_a_network_interface_is_refused(env: dict[str, str]) -> None:
@@ -169,4 +171,4 @@ def test_pin_off_opens_the_console(devserve: StartDevserve, pin: str) -> None:
     assert "debugger PIN: off" in server.log
     secret, frame = traceback_page(server)
     status, output = command(server, secret, frame, "local_answer")
-    assert status == 200 and "42" in output
+    assert status == 200 and ANSWER in output
