@@ -1,0 +1,84 @@
+"""--dev werkzeug in a real browser: headless Chromium opens a failing route, sees the
+traceback, unlocks the console with the PIN and evaluates an expression in a frame."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import StartDevserve
+from tests.integration.harness import APPS
+
+PIN = "123-456-789"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), (
+        "Debian's chromium and chromium-driver are needed (.ci/run installs them)"
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_traceback_pin_and_console_in_a_browser(devserve: StartDevserve, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = devserve(
+        "-p", "0", "--dev", "werkzeug", "--debugger-pin", PIN, "slowapp:broken_app", cwd=APPS
+    )
+    wait = WebDriverWait(browser, 20)
+    browser.get(f"http://127.0.0.1:{server.port}/")
+
+    # The traceback page.
+    assert "boom from broken_app" in browser.page_source
+    frames = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "div.traceback div.frame"))
+    assert frames
+    # The console icon of the innermost frame (broken_app itself).
+    icon = frames[-1].find_element(By.CSS_SELECTOR, "img[title^='Open an interactive']")
+    browser.execute_script("arguments[0].click();", icon)
+
+    # Locked: the PIN prompt comes first.
+    pin = wait.until(shown.visibility_of_element_located((By.CSS_SELECTOR, ".pin-prompt input")))
+    pin.send_keys(PIN, Keys.ENTER)
+    wait.until(shown.invisibility_of_element_located((By.CSS_SELECTOR, ".pin-prompt")))
+
+    # Evaluate an expression in that frame and read the answer from the page.
+    command = wait.until(
+        shown.visibility_of_element_located((By.CSS_SELECTOR, "pre.console form input"))
+    )
+    command.send_keys("local_answer * 2", Keys.ENTER)
+    wait.until(lambda d: "84" in d.find_element(By.CSS_SELECTOR, "pre.console div.output").text)
+    output = browser.find_element(By.CSS_SELECTOR, "pre.console div.output").text
+    assert ">>> local_answer * 2" in output
