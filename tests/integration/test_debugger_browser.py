@@ -49,7 +49,10 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         driver.quit()
 
 
-def test_traceback_pin_and_console_in_a_browser(devserve: StartDevserve, browser: Any) -> None:
+def test_traceback_pin_and_console_in_a_browser(
+    devserve: StartDevserve, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.common.exceptions import TimeoutException as TimeoutError_
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as shown
@@ -69,10 +72,20 @@ def test_traceback_pin_and_console_in_a_browser(devserve: StartDevserve, browser
     icon = frames[-1].find_element(By.CSS_SELECTOR, "img[title^='Open an interactive']")
     browser.execute_script("arguments[0].click();", icon)
 
-    # Locked: the PIN prompt comes first.
-    pin = wait.until(shown.visibility_of_element_located((By.CSS_SELECTOR, ".pin-prompt input")))
-    pin.send_keys(PIN, Keys.ENTER)
-    wait.until(shown.invisibility_of_element_located((By.CSS_SELECTOR, ".pin-prompt")))
+    # Locked: the PIN prompt comes first (it fades in: wait until it takes input).
+    pin = wait.until(
+        shown.element_to_be_clickable((By.CSS_SELECTOR, ".pin-prompt input[name='pin']"))
+    )
+    pin.click()
+    pin.send_keys(PIN)
+    browser.find_element(By.CSS_SELECTOR, ".pin-prompt input[type='submit']").click()
+    try:
+        wait.until(shown.invisibility_of_element_located((By.CSS_SELECTOR, ".pin-prompt")))
+    except TimeoutError_ as error:
+        shot = tmp_path / "pin-prompt.png"
+        browser.save_screenshot(str(shot))
+        prompt = browser.find_element(By.CSS_SELECTOR, ".pin-prompt").text
+        raise AssertionError(f"the PIN prompt stayed ({prompt!r}); see {shot}") from error
 
     # Evaluate an expression in that frame and read the answer from the page.
     command = wait.until(
