@@ -164,7 +164,7 @@ def all_caches(roots: Iterable[str] = ()) -> list[CacheStats]:
     return sorted(stats, key=lambda item: (-item.compute_time, item.name))
 
 
-def estimate_size(value: Any, stop: threading.Event | None = None, limit: int = 100_000) -> int:
+def estimate_size(value: Any, stop: threading.Event | None = None, limit: int = 1_000_000) -> int:
     """Bytes a value holds, following containers (each object once, at most ``limit``
     objects; ``stop`` ends the walk early)."""
     seen: set[int] = set()

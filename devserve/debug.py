@@ -117,6 +117,9 @@ class CacheReporter:
         title = (
             f"caches of process {os.getpid()} ({len(stats)}, in {time.monotonic() - started:.2f}s)"
         )
+        if stop.is_set():  # asked to stop while the last size was estimated
+            _logger.info("cache report stopped")
+            return
         log.print_table(title, columns, rows)
 
 

@@ -81,3 +81,16 @@ def test_the_example_addon_has_caches_to_report(devserve: StartDevserve) -> None
     server.signal(signal.SIGUSR1)
     rows = _report_rows(server, 1)
     assert rows["devserve_addons.hello.controllers.fibonacci"][:3] == ["31", "28", "31"], rows
+
+
+def test_a_second_signal_stops_a_long_report(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", "cacheapp:app", cwd=APPS)
+    assert server.request("/big").text == "300000"
+    server.signal(signal.SIGUSR2)  # sizing 300,000 objects takes a while...
+    server.signal(signal.SIGUSR1)  # ...so this one finds it running
+    server.wait_for_log("stopping the cache report under way")
+    server.wait_for_log("cache report stopped")
+    assert "caches of process" not in server.log
+    server.signal(signal.SIGUSR1)  # the next one reports again
+    rows = _report_rows(server, 1)
+    assert rows["cacheapp.big"][:3] == ["1", "0", "1"], rows

@@ -15,6 +15,11 @@ def square(number):
     return number[0] * number[0] if isinstance(number, list) else number * number
 
 
+@cached
+def big(count):
+    return [[index] for index in range(count)]
+
+
 @functools.lru_cache(maxsize=32)
 def cube(number):
     return number**3
@@ -23,7 +28,9 @@ def cube(number):
 def app(environ, start_response):
     query = parse_qs(environ.get("QUERY_STRING", ""))
     raw = query.get("n", ["0"])[0]
-    if environ["PATH_INFO"] == "/cube":
+    if environ["PATH_INFO"] == "/big":
+        body = str(len(big(300_000)))
+    elif environ["PATH_INFO"] == "/cube":
         body = str(cube(int(raw)))
     else:
         body = str(square([2] if raw == "list" else int(raw)))
