@@ -124,11 +124,15 @@ class CacheReporter:
 
 
 def _human(size: int) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
-    return f"{size:.1f} GiB"
+    """``512 B``, ``1.5 KiB``, ``3.2 MiB``..."""
+    if size < 1024:
+        return f"{size} B"
+    amount = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        amount /= 1024
+        if amount < 1024 or unit == "GiB":
+            return f"{amount:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 # --- --dev werkzeug: the interactive debugger ---
