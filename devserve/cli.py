@@ -156,10 +156,11 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
         from devserve import debug
 
         debug.check_debugger_safety(settings.http_interface, settings.debugger_allow_remote)
-    if set(settings.dev) & {"pdb", "ipdb", "pudb"}:
+    post_mortem = None
+    if set(settings.dev) & set(config.POST_MORTEM):
         from devserve import debug
 
-        debug.check_post_mortem(settings.dev, sys.stdin.isatty())
+        post_mortem = debug.check_post_mortem(settings.dev, sys.stdin.isatty())
     if settings.stop_after_init:
         if given is None:
             app.load_app(settings)
@@ -169,7 +170,7 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
     pidfile = servers.Pidfile(settings.pidfile)
     pidfile.write()
     try:
-        return _run_server(settings, given, reloaded, pidfile)
+        return _run_server(settings, given, reloaded, pidfile, post_mortem)
     finally:
         pidfile.remove()
 
@@ -179,6 +180,7 @@ def _run_server(
     given: WSGIApplication | None,
     reloaded: Any,
     pidfile: Any,
+    post_mortem: str | None,
 ) -> int:
     from devserve import reloader, servers
 
@@ -190,11 +192,10 @@ def _run_server(
         application, broken_files = _load_or_show_error(settings)
     else:
         application, broken_files = given, []
-    post_mortem = [name for name in ("pdb", "ipdb", "pudb") if name in settings.dev]
     if post_mortem:
         from devserve import debug
 
-        application = debug.PostMortem(application, post_mortem[0])
+        application = debug.PostMortem(application, post_mortem)
     if "werkzeug" in settings.dev:
         from devserve import debug
 

@@ -41,7 +41,8 @@ CONFIG_SECTION = "options"
 DEFAULT_CONFIG_NAME = ".devserverc"
 
 # --dev values known so far, and what "all" expands to: every value that needs no terminal.
-DEV_MODES = ("reload", "werkzeug", "pdb", "ipdb", "pudb")
+POST_MORTEM = ("pdb", "ipdb", "pudb")  # --dev values that open a debugger on the terminal
+DEV_MODES = ("reload", "werkzeug", *POST_MORTEM)
 DEV_ALL = ("reload", "werkzeug")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 

@@ -222,8 +222,6 @@ def debugger_pin(app: Any) -> str:
 
 # --- --dev pdb: post-mortem on the terminal ---
 
-POST_MORTEM = ("pdb", "ipdb", "pudb")
-
 
 class PostMortem:
     """Drops into a debugger on the terminal when a request raises, then lets the error go
@@ -260,6 +258,7 @@ class PostMortem:
 
 def check_post_mortem(dev: Iterable[str], terminal: bool) -> str | None:
     """The post-mortem debugger asked for, if any; an error when it cannot work."""
+    from devserve.config import POST_MORTEM
     from devserve.errors import ConfigError
 
     asked = [name for name in POST_MORTEM if name in dev]
