@@ -260,6 +260,8 @@ class RequestHandler(WSGIRequestHandler):
             thread.request = None
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if not _access_logger.isEnabledFor(logging.INFO):
+            return  # once per request: skip the formatting when nobody reads the line
         thread = threading.current_thread()
         info = thread.request if isinstance(thread, RequestThread) else None
         took = f"{info.age * 1000:.1f}ms" if info else "-"
