@@ -334,7 +334,7 @@ class _Watch:
         self.stopped = False
         self._lock = threading.Lock()  # between set-up (its own thread) and stop()
 
-    def start_in_background(self, notify: Callable[[Any], None], after: threading.Event) -> None:
+    def start_in_background(self, notify: Callable[[Any], object], after: threading.Event) -> None:
         """Set the watches up in a thread, once the first request was answered (after a
         reload, someone is waiting for it) or 250 ms have passed. Changes made meanwhile are
         caught up by modification time."""
@@ -345,7 +345,7 @@ class _Watch:
         )
         thread.start()
 
-    def _start(self, notify: Callable[[Any], None], after: threading.Event) -> None:
+    def _start(self, notify: Callable[[Any], object], after: threading.Event) -> None:
         after.wait(WATCHER_DELAY)
         from devserve import app, reloader, watcher
 
@@ -372,8 +372,10 @@ class _Watch:
         )
 
     def stop(self) -> None:
+        self.stopped = True
+        if self.watcher is not None:  # a set-up under way: ends early instead of being waited
+            self.watcher.cancel()
         with self._lock:
-            self.stopped = True
             if self.watcher is not None:
                 self.watcher.stop()
 

@@ -1,10 +1,11 @@
 """Server modes: the threaded server (default); prefork and gevent come next to it.
 
 One control loop per process runs in the main thread: it accepts connections and handles
-events. Signal handlers, request threads and (later) the file watcher never act themselves:
-they post an event and wake the loop through a pipe, and the loop dispatches. Werkzeug's
-request handler serves each connection in its own non-daemon thread, which records what it
-is serving so stack dumps and limits can name it.
+events. Signal handlers, request threads and the file watcher never act themselves: they
+post an event and wake the loop through a pipe, and the loop dispatches. A pooled
+non-daemon thread serves a connection once its request has arrived (``handler.py``), and
+records what it is serving so stack dumps and limits can name it; a kept-alive connection
+goes back to the loop between requests, so an idle one holds no thread.
 """
 
 from __future__ import annotations
@@ -20,16 +21,13 @@ import queue
 import selectors
 import signal
 import socket
-import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
-
-from devserve import __version__
 from devserve.errors import BindError
+from devserve.handler import HTTPConnection, RequestInfo, ServerInfo
 from devserve.reloader import GAP_SIGNALS, FileChanges, Reload, describe_paths
 
 if TYPE_CHECKING:
@@ -48,7 +46,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-_access_logger = logging.getLogger("devserve.access")
 
 LISTEN_BACKLOG = 1024  # connections that arrive while devserve restarts wait here
 ACCEPT_BATCH = 32  # connections accepted per wake-up of the control loop
@@ -98,7 +95,7 @@ def bind_socket(interface: str, port: int) -> socket.socket:
 
 @contextlib.contextmanager
 def capture_signals(
-    signals: Iterable[signal.Signals], notify: Callable[[Any], None]
+    signals: Iterable[signal.Signals], notify: Callable[[Any], object]
 ) -> Iterator[None]:
     """While inside, the signals only post themselves as events; old handlers come back after.
     Once the handlers are in place the signals are unblocked: a phoenix reload blocks them
@@ -134,18 +131,11 @@ class Pidfile:
             self.owner = None
 
 
-@dataclasses.dataclass(frozen=True)
-class RequestInfo:
-    """What a request thread is serving, for stack dumps and limits."""
-
-    method: str
-    path: str
-    client: str
-    started: float  # time.monotonic()
-
-    @property
-    def age(self) -> float:
-        return time.monotonic() - self.started
+def _close(connection: socket.socket) -> None:
+    """Close a served connection: a FIN after the response, so the client reads it all."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_WR)
+    connection.close()
 
 
 class RequestThread(threading.Thread):
@@ -166,9 +156,14 @@ class RequestPool:
     """Threads that serve connections whose request has arrived. Handing a connection to
     an idle thread does not make the control loop wait, as starting a thread does."""
 
-    def __init__(self, httpd: _WerkzeugServer, on_done: Callable[[], None], size: int | None):
-        self.httpd = httpd
-        self.on_done = on_done  # called after each connection, from its thread
+    def __init__(
+        self,
+        serve: Callable[[socket.socket, Any], bool],
+        on_done: Callable[[socket.socket, Any, bool], None],
+        size: int | None,
+    ) -> None:
+        self.serve = serve  # serves a connection's requests; True: keep it open
+        self.on_done = on_done  # (connection, client, keep), from the thread that served it
         self._slots = threading.BoundedSemaphore(size) if size else None
         self._threads: set[RequestThread] = set()  # busy and idle
         self._idle: list[RequestThread] = []  # most recently used last
@@ -208,20 +203,20 @@ class RequestPool:
             self._serve(thread, *job)
 
     def _serve(self, thread: RequestThread, connection: socket.socket, client: Any) -> None:
+        keep = False
         try:
-            self.httpd.finish_request(connection, client)
-        except OSError:
-            pass  # the client went away
+            keep = self.serve(connection, client)
         except Exception:
-            self.httpd.handle_error(connection, client)
+            _logger.exception("unexpected error while serving %s", client)
         finally:
-            self.httpd.shutdown_request(connection)
+            if not keep:
+                _close(connection)
             with self._lock:
                 thread.connection = None
                 self._idle.append(thread)
             if self._slots is not None:
                 self._slots.release()
-            self.on_done()
+            self.on_done(connection, client, keep)
 
     def busy(self) -> list[RequestThread]:
         """The threads serving a connection right now."""
@@ -242,69 +237,6 @@ class HeldConnection:
     connection: socket.socket
     client: Any
     accepted: float  # time.monotonic()
-
-
-class RequestHandler(WSGIRequestHandler):
-    """Werkzeug's handler, recording the request on its thread and logging it our way."""
-
-    protocol_version = "HTTP/1.1"  # chunked responses (Werkzeug closes each connection)
-
-    def run_wsgi(self) -> None:
-        thread = threading.current_thread()
-        assert isinstance(thread, RequestThread)
-        client = self.client_address[0] if self.client_address else "-"
-        thread.request = RequestInfo(self.command, self.path, client, time.monotonic())
-        try:
-            super().run_wsgi()
-        finally:
-            thread.request = None
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        if not _access_logger.isEnabledFor(logging.INFO):
-            return  # once per request: skip the formatting when nobody reads the line
-        thread = threading.current_thread()
-        info = thread.request if isinstance(thread, RequestThread) else None
-        took = f"{info.age * 1000:.1f}ms" if info else "-"
-        status = int(code) if str(code).isdigit() else 0
-        _access_logger.info(
-            '%s "%s" %s %s %s',
-            self.address_string(),
-            getattr(self, "requestline", "-"),
-            code,
-            size,
-            took,
-            extra={"status": status},
-        )
-
-    def log_message(self, format: str, *args: Any) -> None:
-        _access_logger.info("%s " + format, self.address_string(), *args)
-
-    def log_error(self, format: str, *args: Any) -> None:
-        _access_logger.warning("%s " + format, self.address_string(), *args)
-
-
-class _WerkzeugServer(ThreadedWSGIServer):
-    """Werkzeug's threaded server on our socket; threads and accepting are ours.
-
-    Werkzeug's ``__init__`` is skipped: it would bind (or duplicate) a socket devserve
-    already owns, and read Werkzeug's version from the package metadata, which costs every
-    start and every reload ~10 ms. Only the attributes its request handler reads are set."""
-
-    def __init__(self, sock: socket.socket, app: WSGIApplication) -> None:
-        socketserver.BaseServer.__init__(self, sock.getsockname(), RequestHandler)
-        self.socket = sock
-        self.address_family = sock.family
-        self.host, self.port = sock.getsockname()[:2]
-        self.app = app
-        self.passthrough_errors = False
-        self.ssl_context = None
-        self._server_version = f"devserve/{__version__}"
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        _logger.log(logging.getLevelName(type.upper()), message.rstrip(), *args)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        _logger.exception("unexpected error while serving %s", client_address)
 
 
 class ThreadedServer:
@@ -329,7 +261,7 @@ class ThreadedServer:
         connections: Iterable[socket.socket] = (),
         signal_actions: Mapping[int, Callable[[], None]] | None = None,
     ) -> None:
-        self.httpd = _WerkzeugServer(sock, app)
+        self.app = app
         self.listener = sock
         self.listener.setblocking(False)
         self.shutdown_grace = shutdown_grace
@@ -341,12 +273,16 @@ class ThreadedServer:
         self.served_first = threading.Event()  # set once a first connection was answered
         self.unfinished = 0  # requests still running when run() returned
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closing = threading.RLock()  # close() against notify() from other threads
+        self._closed = False
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
-        self.pool = RequestPool(self.httpd, self._connection_done, max_threads)
+        host, port = sock.getsockname()[:2]
+        self.server_info = ServerInfo(host, port)
+        self.pool = RequestPool(self._serve_connection, self._connection_done, max_threads)
         self._waiting: dict[int, HeldConnection] = {}  # fd -> no request yet (in the selector)
         self._ready: collections.deque[HeldConnection] = collections.deque()  # need a thread
         self._accepting = False
@@ -370,11 +306,16 @@ class ThreadedServer:
 
     # --- events ---
 
-    def notify(self, event: Any) -> None:
-        """Post an event and wake the control loop. Safe from signal handlers and threads."""
-        self.events.put(event)
-        with contextlib.suppress(BlockingIOError):  # a full pipe is a pending wake-up
-            os.write(self._wake_write, b"\0")
+    def notify(self, event: Any) -> bool:
+        """Post an event and wake the control loop; False once the server is closed. Safe
+        from signal handlers (the lock is reentrant) and threads."""
+        with self._closing:
+            if self._closed:
+                return False
+            self.events.put(event)
+            with contextlib.suppress(BlockingIOError):  # a full pipe is a pending wake-up
+                os.write(self._wake_write, b"\0")
+        return True
 
     def _handle_events(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -396,6 +337,8 @@ class ThreadedServer:
                 self._outcome = Outcome.STOP  # a stop wins over a reload under way
         elif event == "connection-done":
             self._serve_ready()
+        elif isinstance(event, HeldConnection):
+            self._kept_alive(event)
         elif self._outcome is Outcome.RELOAD and isinstance(event, FileChanges):
             self._wants_reload(event)  # the next image loads them: prepare their bytecode
         elif self._outcome is not None:
@@ -412,11 +355,22 @@ class ThreadedServer:
         self._outcome = Outcome.RELOAD
         self.reload = Reload(cause, first_seen, decided=time.monotonic())
 
-    def _connection_done(self) -> None:
+    def _serve_connection(self, connection: socket.socket, client: Any) -> bool:
+        thread = threading.current_thread()
+
+        def track(info: RequestInfo | None) -> None:
+            thread.request = info  # type: ignore[attr-defined]
+
+        return HTTPConnection(connection, client, self.app, self.server_info, track).serve()
+
+    def _connection_done(self, connection: socket.socket, client: Any, keep: bool) -> None:
         if not self.served_first.is_set():
             self.served_first.set()
-        # Wake the loop only when it waits for a thread or a drain: not once per request.
-        if self._ready or self._draining or not self._accepting:
+        if keep:  # back to the selector until its next request
+            if not self.notify(HeldConnection(connection, client, time.monotonic())):
+                _close(connection)  # the server is gone
+        # Otherwise wake the loop only when it waits for a thread or a drain.
+        elif self._ready or self._draining or not self._accepting:
             self.notify("connection-done")
 
     # --- serving ---
@@ -478,12 +432,26 @@ class ThreadedServer:
                 _logger.warning("cannot accept connections: %s", error.strerror)
                 self._accept_retry = time.monotonic() + 1.0
                 return
+            with contextlib.suppress(OSError):  # responses leave at once (not a TCP socket?)
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._hold(connection, client)
 
     def _hold(self, connection: socket.socket, client: Any) -> None:
         held = HeldConnection(connection, client, time.monotonic())
         self._selector.register(connection, selectors.EVENT_READ, held)
         self._waiting[connection.fileno()] = held
+
+    def _kept_alive(self, held: HeldConnection) -> None:
+        """A connection kept open after its request: wait for the next one (or, once the
+        server drains, hand it to the next image or close it)."""
+        if not self._draining:
+            self._selector.register(held.connection, selectors.EVENT_READ, held)
+            self._waiting[held.connection.fileno()] = held
+        elif self._outcome is Outcome.RELOAD:
+            self.handover.append(held.connection)
+        else:
+            held.connection.close()
+        self._serve_ready()
 
     def _request_arrived(self, held: HeldConnection) -> None:
         self._selector.unregister(held.connection)
@@ -577,8 +545,14 @@ class ThreadedServer:
 
     def close(self) -> None:
         """Release everything; idle pooled threads end (they are not daemons)."""
+        with self._closing:
+            self._closed = True
         self.pool.close()
         held = [*self._waiting.values(), *self._ready]
+        while not self.events.empty():  # kept alive after the loop ended
+            event = self.events.get_nowait()
+            if isinstance(event, HeldConnection):
+                held.append(event)
         self._waiting.clear()
         for connection in [*(h.connection for h in held), *self.handover]:
             connection.close()

@@ -511,6 +511,30 @@ def test_connection_accepted_before_a_reload_is_served_after_it(
             client.close()
 
 
+def test_kept_alive_connection_survives_reloads(devserve: StartDevserve, addons: Path) -> None:
+    """A browser's kept-alive connection is handed to each new image: the same connection
+    gets the new code, with no reconnect."""
+    import http.client
+
+    server = start_reloading(devserve, addons)
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
+
+    def get_version() -> str:
+        connection.request("GET", "/version")
+        return connection.getresponse().read().decode()
+
+    try:
+        assert get_version() == "v1"
+        local = connection.sock.getsockname()
+        for number, version in enumerate(["v2", "v3"], start=1):
+            set_version(addons / "demo", version)
+            wait_reloads(server, number)
+            assert get_version() == version
+            assert connection.sock.getsockname() == local  # the same connection
+    finally:
+        connection.close()
+
+
 def test_git_checkout_of_many_files_is_one_reload(
     devserve: StartDevserve, addons: Path, tmp_path: Path
 ) -> None:

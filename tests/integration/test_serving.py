@@ -146,9 +146,9 @@ def test_request_threads_are_pooled(devserve: StartDevserve) -> None:
         assert server.request("/").status == 200
         seen |= {task.name for task in tasks.iterdir()}
     # A few pooled threads served all 50 connections (the client may get its answer just
-    # before the thread is back in the pool, so a second one can appear); without a pool
-    # every connection would get a new thread.
-    assert len(seen) <= 4, seen
+    # before the thread is back in the pool, and the close of a kept-alive connection is
+    # read by a thread too, so a few can appear); without a pool each one needs a new thread.
+    assert len(seen) <= 8, seen
 
 
 def test_idle_connections_hold_no_thread(devserve: StartDevserve) -> None:

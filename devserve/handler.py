@@ -1,0 +1,452 @@
+"""One HTTP/1.1 connection served to a WSGI app (PEP 3333), on the h11 protocol engine.
+
+devserve speaks HTTP through h11 rather than Werkzeug's development request handler: h11
+is strict (it rejects malformed framing that ``http.server`` lets through), supports
+keep-alive, and imports in a fraction of the time ``werkzeug.serving`` takes (``http.server``,
+``email``, ``ssl``...). A phoenix reload imports it again, so that time is reload latency.
+Werkzeug still provides the debugger, routing and request objects, imported by what uses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
+
+import h11
+
+from devserve import __version__
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
+
+__all__ = ["HTTPConnection", "RequestInfo", "ServerInfo"]
+
+_logger = logging.getLogger("devserve.servers")
+_access_logger = logging.getLogger("devserve.access")
+
+READ_SIZE = 65536
+MAX_HEAD = 65536  # bytes of request line and headers: above it, 431
+DISCARD_LIMIT = 1 << 20  # unread request body skipped to keep the connection; above it, close
+SERVER_HEADER = f"devserve/{__version__}".encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestInfo:
+    """What a request thread is serving, for stack dumps and limits."""
+
+    method: str
+    path: str
+    client: str
+    started: float  # time.monotonic()
+
+    @property
+    def age(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerInfo:
+    """What the WSGI environ says about the server."""
+
+    host: str
+    port: int
+    multiprocess: bool = False
+
+
+class _ClientGone(Exception):
+    """The client closed the connection, or broke the protocol, in the request body."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status  # a status to answer with, if the response has not started
+
+
+class HTTPConnection:
+    """Serves the requests of one accepted connection, one after the other."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        client: Any,
+        app: WSGIApplication,
+        server: ServerInfo,
+        on_request: Callable[[RequestInfo | None], None] = lambda info: None,
+    ) -> None:
+        self.sock = sock
+        self.client = client
+        self.client_host = client[0] if isinstance(client, tuple) and client else "-"
+        self.app = app
+        self.server = server
+        self.on_request = on_request  # told when a request starts (info) and ends (None)
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self._outgoing = b""
+
+    def serve(self) -> bool:
+        """Serve requests until the connection has none waiting. True when it stays open
+        and idle with nothing buffered (the caller may wait for its next request without a
+        thread); False when it must be closed."""
+        while True:
+            event = self._next_event()
+            if not isinstance(event, h11.Request):
+                return False  # closed by the client, or a bad request already answered
+            if not self._respond(event):
+                return False
+            if not self._finish_cycle():
+                return False
+            if not self.h11.trailing_data[0]:
+                return True  # idle: nothing pipelined behind
+
+    # --- receiving ---
+
+    def _next_event(self) -> Any:
+        """The next h11 event; a malformed request is answered here (and gives None)."""
+        try:
+            while True:
+                event = self.h11.next_event()
+                if event is h11.NEED_DATA:
+                    self.h11.receive_data(self._recv())
+                    continue
+                problem = _check(event) if isinstance(event, h11.Request) else None
+                if problem is None:
+                    return event
+                self._reject(*problem)
+                return None
+        except h11.RemoteProtocolError as error:
+            self._reject(error.error_status_hint, str(error))
+        except (OSError, _ClientGone):
+            pass  # reset by the client
+        return None
+
+    def _recv(self) -> bytes:
+        if self.h11.they_are_waiting_for_100_continue:
+            self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        return self.sock.recv(READ_SIZE)
+
+    def _reject(self, status: int, reason: str) -> None:
+        """Answer a request that never reaches the app; the connection closes after."""
+        _access_logger.warning(
+            "%s bad request (%d): %s", self.client_host, status, reason, extra={"status": status}
+        )
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return  # a response was under way: closing is all that is left
+        self._send_raw_error(status, f"Bad request: {reason}\n".encode())
+
+    def read_body(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes of the request body (less only at its end)."""
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as error:
+                raise _ClientGone(str(error), error.error_status_hint) from None
+            if event is h11.NEED_DATA:
+                try:
+                    data = self._recv()
+                except OSError as error:
+                    raise _ClientGone(str(error)) from error
+                self.h11.receive_data(data)
+            elif isinstance(event, h11.Data):
+                return bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return b""
+            else:  # ConnectionClosed: the body is shorter than announced
+                raise _ClientGone("the client closed the connection during the request body")
+
+    # --- responding ---
+
+    def _respond(self, request: h11.Request) -> bool:
+        started = time.monotonic()
+        method = request.method.decode("latin-1")
+        target = request.target.decode("latin-1")
+        self.on_request(RequestInfo(method, target, self.client_host, started))
+        response = _Response(self, request)
+        try:
+            response.run()
+        finally:
+            self.on_request(None)
+        if _access_logger.isEnabledFor(logging.INFO):
+            version = request.http_version.decode()
+            _access_logger.info(
+                '%s "%s %s HTTP/%s" %s %s %.1fms',
+                self.client_host,
+                method,
+                target,
+                version,
+                response.status_code or "-",
+                response.sent,
+                (time.monotonic() - started) * 1000,
+                extra={"status": response.status_code},
+            )
+        return response.complete
+
+    def _finish_cycle(self) -> bool:
+        """Skip what the app left of the request body, then expect the next request."""
+        skipped = 0
+        try:
+            while self.h11.their_state is h11.SEND_BODY and skipped <= DISCARD_LIMIT:
+                skipped += len(self.read_body(READ_SIZE)) or 1
+            self.h11.start_next_cycle()
+        except (h11.ProtocolError, _ClientGone):
+            return False
+        return True
+
+    def _send(self, event: Any, more: bool = False) -> None:
+        """Send an event; with ``more``, keep its bytes for the next send (a response head
+        and the start of its body leave in one segment)."""
+        self._outgoing += self.h11.send(event) or b""
+        if not more and self._outgoing:
+            data, self._outgoing = self._outgoing, b""
+            try:
+                self.sock.sendall(data)
+            except OSError as error:
+                raise _ClientGone(str(error)) from error
+
+    def _send_raw_error(self, status: int, body: bytes) -> None:
+        """Answer outside h11's state machine, which a failed response left unusable; only
+        while nothing of that response went out. The connection closes after it."""
+        self._outgoing = b""
+        reason = HTTPStatus(status).phrase
+        head = f"HTTP/1.1 {status} {reason}\r\n".encode() + b"".join(
+            name + b": " + value + b"\r\n" for name, value in _plain_headers(body, close=True)
+        )
+        with contextlib.suppress(OSError):
+            self.sock.sendall(head + b"\r\n" + body)
+
+
+class _Response:
+    """One request's trip through the app: environ in, status, headers and body out."""
+
+    def __init__(self, connection: HTTPConnection, request: h11.Request) -> None:
+        self.connection = connection
+        self.request = request
+        self.head = request.method == b"HEAD"
+        self.status_code = 0  # once start_response was called
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers_sent = False
+        self.sent = 0  # body bytes
+        self.complete = False  # the whole response went out and the connection can go on
+
+    def run(self) -> None:
+        environ = _environ(self.connection, self.request)
+        try:
+            body = self.connection.app(environ, self.start_response)
+            try:
+                if isinstance(body, (list, tuple)) and not self.headers_sent:
+                    self._set_length(body)
+                for chunk in body:
+                    if chunk:
+                        self.write(chunk)
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+            self._send_head()  # an empty body
+            self.connection._send(h11.EndOfMessage())
+            self.complete = True
+        except _ClientGone as gone:
+            if gone.status:  # a malformed body, not a vanished client
+                self._fail(gone.status, f"Bad request body: {gone}\n".encode(), close=True)
+        except h11.LocalProtocolError as error:  # e.g. more bytes than its Content-Length
+            _logger.warning("invalid response to %s: %s", self._describe(), error)
+            self._fail(500, f"Internal Server Error: invalid response: {error}\n".encode())
+        except Exception:
+            _logger.exception("error in the app while serving %s", self._describe())
+            self._fail(500, b"Internal Server Error: the app raised an exception; see the log.\n")
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            if self.headers_sent:
+                raise exc_info[1].with_traceback(exc_info[2])
+        elif self.status_code:
+            raise AssertionError("start_response() called again without exc_info")
+        code, _, reason = status.partition(" ")
+        self.status_code = int(code)
+        self.reason = reason.encode("latin-1")
+        self.headers = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers
+        ]
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if not self.status_code:
+            raise AssertionError("write() before start_response()")
+        self._send_head()
+        if not self.head:
+            self.connection._send(h11.Data(data=data))
+            self.sent += len(data)
+
+    def _set_length(self, body: list[bytes] | tuple[bytes, ...]) -> None:
+        """A body given whole gets a Content-Length, saving chunked encoding."""
+        if self.status_code in (204, 304) or self.status_code < 200:
+            return  # no body, and no Content-Length either
+        if not any(name.lower() in _FRAMING for name, _ in self.headers):
+            self.headers.append((b"Content-Length", str(sum(map(len, body))).encode()))
+
+    def _send_head(self) -> None:
+        if self.headers_sent:
+            return
+        names = {name.lower() for name, _ in self.headers}
+        extra = [(b"Server", SERVER_HEADER)] if b"server" not in names else []
+        if b"date" not in names:
+            extra.append((b"Date", http_date()))
+        head = h11.Response(
+            status_code=self.status_code, headers=self.headers + extra, reason=self.reason
+        )
+        self.connection._send(head, more=True)
+        self.headers_sent = True
+
+    def _fail(self, status: int, body: bytes, close: bool = False) -> None:
+        """Answer with an error instead, if nothing of the response reached the client
+        (otherwise closing the connection is all that is left)."""
+        if self.headers_sent and not self.connection._outgoing:
+            return  # the client has part of the response already
+        if self.headers_sent:  # the head is still ours, but h11 committed to it: go around
+            self.status_code = status
+            self.connection._send_raw_error(status, body)
+            return
+        self.status_code = status
+        self.reason = HTTPStatus(status).phrase.encode()
+        self.headers = _plain_headers(body, close)
+        try:
+            self.write(body)
+            self.connection._send(h11.EndOfMessage())
+            self.complete = True
+        except (_ClientGone, h11.LocalProtocolError):
+            pass
+
+    def _describe(self) -> str:
+        return f"{self.request.method.decode('latin-1')} {self.request.target.decode('latin-1')}"
+
+
+_FRAMING = (b"content-length", b"transfer-encoding")
+MAX_HEADERS = 100  # header lines in a request: above it, 431
+
+
+def _check(request: h11.Request) -> tuple[int, str] | None:
+    """What h11 lets through but a careful server refuses: (status, reason), or None."""
+    if request.http_version not in (b"1.1", b"1.0"):
+        return 505, f"HTTP/{request.http_version.decode()} is not supported"
+    headers = request.headers.raw_items()
+    if len(headers) > MAX_HEADERS:
+        return 431, f"more than {MAX_HEADERS} header lines"
+    size = len(request.target) + sum(len(name) + len(value) + 4 for name, value in headers)
+    if size > MAX_HEAD:
+        return 431, f"request head over {MAX_HEAD} bytes"
+    names = [name for name, _ in request.headers]  # lower-cased by h11
+    if names.count(b"host") > 1:
+        return 400, "more than one Host header"
+    if b"transfer-encoding" in names and b"content-length" in names:
+        return 400, "both Content-Length and Transfer-Encoding (a request smuggling vector)"
+    return None
+
+
+def _plain_headers(body: bytes, close: bool) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", str(len(body)).encode()),
+    ]
+    return [*headers, (b"Connection", b"close")] if close else headers
+
+
+class RequestBody(io.RawIOBase):
+    """``wsgi.input``: the request body as h11 decodes it (chunked or not). It ends where
+    the body ends, so ``wsgi.input_terminated`` is set and reading to the end is safe."""
+
+    def __init__(self, connection: HTTPConnection) -> None:
+        self.connection = connection
+        self._pending = b""
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._pending and not self._ended:
+            self._pending = self.connection.read_body(len(buffer))
+            self._ended = not self._pending
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def _environ(connection: HTTPConnection, request: h11.Request) -> WSGIEnvironment:
+    path, _, query = _origin_form(request.target).partition(b"?")
+    server = connection.server
+    client = connection.client if isinstance(connection.client, tuple) else ("", 0)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method.decode("latin-1"),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query.decode("latin-1"),
+        "REQUEST_URI": request.target.decode("latin-1"),
+        "RAW_URI": request.target.decode("latin-1"),
+        "SERVER_NAME": server.host,
+        "SERVER_PORT": str(server.port),
+        "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("latin-1"),
+        "SERVER_SOFTWARE": SERVER_HEADER.decode(),
+        "REMOTE_ADDR": client[0],
+        "REMOTE_PORT": str(client[1]),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BufferedReader(RequestBody(connection)),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": server.multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+    }
+    for raw_name, value in request.headers.raw_items():
+        name = raw_name.decode("latin-1").upper()
+        if "_" in name:
+            continue  # X_Forwarded_For would pass for X-Forwarded-For: never trusted
+        key = name.replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        text = value.decode("latin-1")
+        if key in environ:
+            text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
+        environ[key] = text
+    return environ
+
+
+def _origin_form(target: bytes) -> bytes:
+    """``/a/b?x=1`` from ``http://host/a/b?x=1`` (the absolute form a proxy sends)."""
+    scheme, separator, rest = target.partition(b"://")
+    if not separator or scheme.lower() not in (b"http", b"https"):
+        return target
+    ends = [index for index in (rest.find(b"/"), rest.find(b"?")) if index >= 0]
+    path = rest[min(ends) :] if ends else b""
+    return path if path.startswith(b"/") else b"/" + path
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_date_cache = threading.local()
+
+
+def http_date(now: float | None = None) -> bytes:
+    """The ``Date`` header value (RFC 9110 IMF-fixdate), English whatever the locale."""
+    second = int(time.time() if now is None else now)
+    cached = getattr(_date_cache, "value", None)
+    if cached is not None and cached[0] == second:
+        return cached[1]  # type: ignore[no-any-return]
+    t = time.gmtime(second)
+    value = (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    ).encode()
+    _date_cache.value = (second, value)
+    return value
