@@ -37,8 +37,32 @@ COMMANDS: dict[str, type[Command]] = {}  # filled by Command.__init_subclass__
 WATCHER_DELAY = 0.25  # the watcher sets up after the first request, or after this long
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, given the terminal width: argparse would import ``shutil`` (with ``bz2``
+    and ``lzma``) for it at every start and reload, though only ``--help`` uses it."""
+
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        kwargs.setdefault("width", _terminal_columns() - 2)
+        super().__init__(prog, **kwargs)
+
+
+def _terminal_columns() -> int:
+    """What ``shutil.get_terminal_size()`` says: ``COLUMNS``, else the terminal, else 80."""
+    with contextlib.suppress(ValueError):
+        if (columns := int(os.environ.get("COLUMNS", "0"))) > 0:
+            return columns
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 80
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """Reports bad input as a UsageError instead of printing usage and exiting."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("argument "):

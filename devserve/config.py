@@ -13,7 +13,6 @@ Precedence, lowest first: default < config file < environment < command line (:f
 from __future__ import annotations
 
 import argparse
-import configparser
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -437,6 +436,7 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
 def read_config_file(path: str) -> dict[str, Any]:
     """The ``[options]`` section of an INI file. Unknown keys are ignored with a warning
     (kept for forward compatibility); the literal ``None`` means "not set"."""
+    import configparser  # here: most starts (and every reload) read no file
     import logging
 
     parser = configparser.ConfigParser(interpolation=None)
@@ -469,6 +469,8 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 def save_config_file(settings: Settings, path: str) -> None:
     """Write every saved setting that has a value, sorted, to a file only its owner can read."""
+    import configparser
+
     parser = configparser.ConfigParser(interpolation=None)
     parser.add_section(CONFIG_SECTION)
     for field, option in sorted(options(), key=lambda item: item[0].name):

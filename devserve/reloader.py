@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import html
 import logging
 import os
 import signal
@@ -276,6 +275,8 @@ def error_app(error: BaseException) -> WSGIApplication:
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         if "text/html" in environ.get("HTTP_ACCEPT", ""):
+            import html
+
             body = _ERROR_PAGE.format(
                 summary=html.escape(summary), details=html.escape(details)
             ).encode()
