@@ -180,6 +180,12 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
         from devserve import debug
 
         debug.check_debugger_safety(settings.http_interface, settings.debugger_allow_remote)
+        if settings.workers:
+            raise ConfigError(
+                "--dev werkzeug cannot run with --workers: the debugger console needs every "
+                "request of its session to reach the same process; drop --workers (threaded "
+                "mode) to debug"
+            )
     post_mortem = None
     if set(settings.dev) & set(config.POST_MORTEM):
         from devserve import debug
@@ -197,6 +203,52 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
         return _run_server(settings, given, reloaded, pidfile, post_mortem)
     finally:
         pidfile.remove()
+
+
+def _make_server(
+    settings: config.Settings,
+    application: WSGIApplication,
+    sock: Any,
+    given: Any,
+    broken: bool,
+    post_mortem: str | None,
+) -> Any:
+    """The server of the mode asked for: threaded, or prefork with ``--workers``."""
+    from devserve import reloader, servers
+
+    common: dict[str, Any] = {
+        "shutdown_grace": settings.shutdown_grace,
+        "reload_grace": settings.reload_grace,
+        "on_changes": reloader.prepare_reload,
+        "signal_actions": _signal_actions(settings, given),
+    }
+    adopted = reloader.adopt_workers()
+    if not settings.workers:
+        for pid, _number, heartbeat in adopted:  # --workers was dropped: not ours to keep
+            os.kill(pid, signal.SIGTERM)
+            os.close(heartbeat)
+        return servers.ThreadedServer(
+            application,
+            sock,
+            max_threads=settings.max_http_threads,
+            connections=reloader.adopt_connections(),
+            **common,
+        )
+    from devserve import limits, prefork
+
+    now = time.monotonic()
+    workers = [prefork.Worker(pid, number, fd, last_seen=now) for pid, number, fd in adopted]
+    if broken and workers:
+        _logger.error("the new code did not load: the workers of the previous code go on serving")
+    return prefork.PreforkServer(
+        application,
+        sock,
+        workers=settings.workers,
+        limits=limits.Limits.from_settings(settings, debugging=bool(post_mortem)),
+        adopted=workers,
+        keep_adopted=broken and bool(workers),
+        **common,
+    )
 
 
 def _run_server(
@@ -230,16 +282,7 @@ def _run_server(
             settings.debugger_trusted_host,
         )
     watcher = _Watch(settings, broken_files, since=load_started, given=given)
-    server = servers.ThreadedServer(
-        application,
-        sock,
-        max_threads=settings.max_http_threads,
-        shutdown_grace=settings.shutdown_grace,
-        reload_grace=settings.reload_grace,
-        on_changes=reloader.prepare_reload,
-        connections=reloader.adopt_connections(),
-        signal_actions=_signal_actions(settings, given),
-    )
+    server = _make_server(settings, application, sock, given, bool(broken_files), post_mortem)
 
     def announce() -> None:
         if reloaded:
@@ -254,7 +297,7 @@ def _run_server(
         outcome = server.run(on_ready=announce)
         watcher.stop()  # before the server's wake-up pipe closes: nothing notifies after
         if outcome is servers.Outcome.RELOAD and server.reload is not None:
-            reloader.reexec(server.listener, server.reload, server.handover)
+            reloader.reexec(server.listener, server.reload, server.handover, server.worker_handover)
         code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
         if server.unfinished:
             # Non-daemon request threads would hold the interpreter open: leave now.
@@ -331,7 +374,7 @@ def _print_banner(settings: config.Settings, server: Any, given: Any, served: An
     from devserve import app, log
 
     rows = [
-        ("mode", server.mode),
+        ("mode", server.description),
         ("serving", app.describe_target(settings, given)),
         ("dev", ",".join(settings.dev) or "-"),
         ("pid", str(os.getpid())),

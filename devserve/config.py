@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -83,6 +84,24 @@ def parse_seconds(text: str) -> float:
     if seconds < 0:
         raise ValueError(f"{text!r} must not be negative")
     return seconds
+
+
+def parse_non_negative_int(text: str) -> int:
+    number = parse_int(text)
+    if number < 0:
+        raise ValueError(f"{text!r} must be 0 or more")
+    return number
+
+
+_SIZE_UNITS = {"": 1, "k": 1 / 1024, "m": 1, "g": 1024}
+
+
+def parse_mebibytes(text: str) -> int:
+    """A memory size in MiB: ``2048``, ``2048M``, ``512MiB``, ``2G``; 0 means no limit."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmg]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a memory size (MiB, or with a unit: 512M, 2G)")
+    return int(int(match[1]) * _SIZE_UNITS[match[2]])
 
 
 def parse_port(text: str) -> int:
@@ -261,6 +280,52 @@ class Settings:
         "(default: no cap)",
         parse=parse_positive_int,
         metavar="N",
+    )
+    workers: int = setting(
+        0,
+        "--workers",
+        help="prefork mode: a master and this many worker processes (0: threaded mode)",
+        parse=parse_non_negative_int,
+        metavar="N",
+    )
+    limit_request: int = setting(
+        65536,
+        "--limit-request",
+        help="prefork: a worker is replaced after serving this many requests (0: no limit)",
+        parse=parse_non_negative_int,
+        metavar="N",
+    )
+    limit_memory_soft: int = setting(
+        2048,
+        "--limit-memory-soft",
+        help="MiB of resident memory above which a worker is replaced after its request "
+        "(threaded mode: a reload once requests finish); 0: no limit",
+        parse=parse_mebibytes,
+        metavar="MIB",
+    )
+    limit_memory_hard: int = setting(
+        2560,
+        "--limit-memory-hard",
+        help="MiB of address space (RLIMIT_AS) a worker, or the threaded server, may reserve: "
+        "an allocation beyond it fails in the process; 0: no limit",
+        parse=parse_mebibytes,
+        metavar="MIB",
+    )
+    limit_time_cpu: float = setting(
+        60.0,
+        "--limit-time-cpu",
+        help="prefork: CPU seconds a request may use before its worker is killed "
+        "(RLIMIT_CPU); 0: no limit",
+        parse=parse_seconds,
+        metavar="SECONDS",
+    )
+    limit_time_real: float = setting(
+        120.0,
+        "--limit-time-real",
+        help="seconds a request may run: then its stack is logged and its worker killed "
+        "(threaded mode: a reload once other requests finish); 0: no limit",
+        parse=parse_seconds,
+        metavar="SECONDS",
     )
     shutdown_grace: float = setting(
         5.0,

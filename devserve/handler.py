@@ -60,7 +60,8 @@ class ServerInfo:
 
     host: str
     port: int
-    multiprocess: bool = False
+    multiprocess: bool = False  # prefork: several processes serve the app
+    keep_alive: bool = True  # False: every response closes its connection (a busy worker)
 
 
 class _ClientGone(Exception):
@@ -301,6 +302,8 @@ class _Response:
         extra = [(b"Server", SERVER_HEADER)] if b"server" not in names else []
         if b"date" not in names:
             extra.append((b"Date", http_date()))
+        if not self.connection.server.keep_alive and b"connection" not in names:
+            extra.append((b"Connection", b"close"))
         head = h11.Response(
             status_code=self.status_code, headers=self.headers + extra, reason=self.reason
         )
@@ -403,7 +406,7 @@ def _environ(connection: HTTPConnection, request: h11.Request) -> WSGIEnvironmen
         "wsgi.url_scheme": "http",
         "wsgi.input": io.BufferedReader(RequestBody(connection)),
         "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
+        "wsgi.multithread": not server.multiprocess,
         "wsgi.multiprocess": server.multiprocess,
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,

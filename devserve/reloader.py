@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -49,6 +49,7 @@ _logger = logging.getLogger(__name__)
 LISTEN_FD = 3  # the first descriptor systemd passes (SD_LISTEN_FDS_START)
 RELOAD_ENV = "DEVSERVE_RELOADING"  # "<first_seen> <decided> <exec_at> <what changed>"
 CONNECTIONS_ENV = "DEVSERVE_CONNECTION_FDS"  # "4,5": connections handed over by a reload
+WORKERS_ENV = "DEVSERVE_WORKER_FDS"  # "<pid>:<number>:<heartbeat fd>,...": prefork workers
 # Signals blocked across the exec gap: delivered late to the new image, never fatal.
 GAP_SIGNALS = frozenset(
     {
@@ -205,31 +206,58 @@ def _gap_signals_blocked() -> Iterator[None]:
 
 
 def reexec(
-    listener: socket.socket, reload: Reload, connections: Iterable[socket.socket] = ()
+    listener: socket.socket,
+    reload: Reload,
+    connections: Iterable[socket.socket] = (),
+    workers: Iterable[Any] = (),
 ) -> NoReturn:
     """Replace this process with a fresh image of itself: same PID, same command line,
     same interpreter options, same listen socket; accepted connections whose request was
-    not served yet go along (fds 4, 5, ... listed in ``DEVSERVE_CONNECTION_FDS``)."""
+    not served yet go along (fds 4, 5, ... listed in ``DEVSERVE_CONNECTION_FDS``), and so do
+    prefork workers, which serve on meanwhile (their heartbeat pipes next, listed with their
+    PIDs in ``DEVSERVE_WORKER_FDS``)."""
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    workers = list(workers)
     with _gap_signals_blocked():
         logging.shutdown()  # flush the log before the image goes
         # First out of the way (above every target number), then onto 3, 4, 5...
-        passed = [listener, *connections]
+        passed = [sock.fileno() for sock in (listener, *connections)]
+        passed += [worker.heartbeat for worker in workers]
         above = LISTEN_FD + len(passed)
-        high = [fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, above) for sock in passed]
+        high = [fcntl.fcntl(descriptor, fcntl.F_DUPFD_CLOEXEC, above) for descriptor in passed]
         for target, descriptor in enumerate(high, start=LISTEN_FD):
             os.dup2(descriptor, target, inheritable=True)
-        extra = ",".join(str(fd) for fd in range(LISTEN_FD + 1, LISTEN_FD + len(passed)))
+        heartbeats = range(LISTEN_FD + len(passed) - len(workers), LISTEN_FD + len(passed))
+        extra = ",".join(str(fd) for fd in range(LISTEN_FD + 1, heartbeats.start))
+        numbered = zip(workers, heartbeats, strict=True)
+        listed = ",".join(f"{w.pid}:{w.number}:{fd}" for w, fd in numbered)
         timing = f"{reload.first_seen} {reload.decided} {time.monotonic()} {reload.cause}"
         os.environ.update(
             LISTEN_FDS="1",
             LISTEN_PID=str(os.getpid()),
-            **{RELOAD_ENV: timing, CONNECTIONS_ENV: extra},
+            **{RELOAD_ENV: timing, CONNECTIONS_ENV: extra, WORKERS_ENV: listed},
         )
         # Close every other descriptor we may have leaked (inotify's is not close-on-exec).
         os.closerange(LISTEN_FD + len(passed), _max_fd())
         os.execv(sys.executable, argv)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def adopt_workers() -> list[tuple[int, int, int]]:
+    """The prefork workers of the previous image, still serving: (pid, number, heartbeat
+    fd) for each one that is still our child."""
+    listed = os.environ.pop(WORKERS_ENV, "")
+    workers = []
+    for item in filter(None, listed.split(",")):
+        try:
+            pid, number, descriptor = (int(part) for part in item.split(":"))
+        except ValueError:
+            continue
+        with contextlib.suppress(OSError):
+            os.set_inheritable(descriptor, False)
+            os.set_blocking(descriptor, False)
+            workers.append((pid, number, descriptor))
+    return workers
 
 
 def adopt_connections() -> list[socket.socket]:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
 __all__ = [
+    "ControlLoop",
     "HeldConnection",
     "Outcome",
     "Pidfile",
@@ -239,29 +240,23 @@ class HeldConnection:
     accepted: float  # time.monotonic()
 
 
-class ThreadedServer:
-    """The default mode: a control loop in the main thread accepts connections and waits
-    for their requests; pooled threads serve them.
+class ControlLoop:
+    """What every mode's control loop shares. Signal handlers, threads and the watcher post
+    events and wake the loop through a pipe; the loop handles them: stop (a second one
+    forces), reload (HUP, or a batch of changed files the syntax check lets through), and
+    the ``signal_actions`` (QUIT, USR1...). Each mode adds its own events."""
 
-    An accepted connection waits in the loop's selector until its request arrives, so an
-    idle one (a browser's preconnect) holds no thread, and at a reload every connection not
-    yet being served is handed to the next image: nothing accepted is dropped."""
-
-    mode = "threaded"
+    mode = "?"
 
     def __init__(
         self,
-        app: WSGIApplication,
         sock: socket.socket,
         *,
-        max_threads: int | None = None,
         shutdown_grace: float = 5.0,
         reload_grace: float = 5.0,
         on_changes: Callable[[FileChanges], bool] | None = None,
-        connections: Iterable[socket.socket] = (),
         signal_actions: Mapping[int, Callable[[], None]] | None = None,
     ) -> None:
-        self.app = app
         self.listener = sock
         self.listener.setblocking(False)
         self.shutdown_grace = shutdown_grace
@@ -269,9 +264,6 @@ class ThreadedServer:
         self.on_changes = on_changes  # decides whether a batch of changed files reloads
         self.signal_actions = dict(signal_actions or {})  # QUIT, USR1...: run by the loop
         self.reload: Reload | None = None  # what asked for the reload under way, and when
-        self.handover: list[socket.socket] = []  # after a reload: for the next image
-        self.served_first = threading.Event()  # set once a first connection was answered
-        self.unfinished = 0  # requests still running when run() returned
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closing = threading.RLock()  # close() against notify() from other threads
         self._closed = False
@@ -280,18 +272,16 @@ class ThreadedServer:
         os.set_blocking(self._wake_write, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
-        host, port = sock.getsockname()[:2]
-        self.server_info = ServerInfo(host, port)
-        self.pool = RequestPool(self._serve_connection, self._connection_done, max_threads)
-        self._waiting: dict[int, HeldConnection] = {}  # fd -> no request yet (in the selector)
-        self._ready: collections.deque[HeldConnection] = collections.deque()  # need a thread
-        self._accepting = False
-        self._accept_retry = 0.0  # after running out of descriptors: when to try again
         self._draining = False
         self._outcome: Outcome | None = None
-        for connection in connections:  # handed over by the previous image
-            with contextlib.suppress(OSError):
-                self._hold(connection, connection.getpeername())
+        self.unfinished = 0  # requests cut short when run() returned
+        self.handover: list[socket.socket] = []  # after a reload: connections for the next image
+        self.worker_handover: list[Any] = []  # after a reload: prefork workers for the next image
+
+    @property
+    def description(self) -> str:
+        """The mode, as the banner shows it."""
+        return self.mode
 
     @property
     def address(self) -> tuple[str, int]:
@@ -303,8 +293,6 @@ class ThreadedServer:
         host, port = self.address
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}"
-
-    # --- events ---
 
     def notify(self, event: Any) -> bool:
         """Post an event and wake the control loop; False once the server is closed. Safe
@@ -335,11 +323,16 @@ class ThreadedServer:
                 self._outcome = Outcome.FORCED  # the second one
             elif self._outcome is not Outcome.FORCED:
                 self._outcome = Outcome.STOP  # a stop wins over a reload under way
-        elif event == "connection-done":
-            self._serve_ready()
-        elif isinstance(event, HeldConnection):
-            self._kept_alive(event)
-        elif self._outcome is Outcome.RELOAD and isinstance(event, FileChanges):
+        elif event == signal.SIGHUP or isinstance(event, FileChanges):
+            self._reload_asked(event)
+        else:
+            self.handle_mode_event(event)
+
+    def handle_mode_event(self, event: Any) -> None:
+        """A mode's own events."""
+
+    def _reload_asked(self, event: Any) -> None:
+        if self._outcome is Outcome.RELOAD and isinstance(event, FileChanges):
             self._wants_reload(event)  # the next image loads them: prepare their bytecode
         elif self._outcome is not None:
             return
@@ -354,6 +347,63 @@ class ThreadedServer:
     def _reload(self, cause: str, first_seen: float) -> None:
         self._outcome = Outcome.RELOAD
         self.reload = Reload(cause, first_seen, decided=time.monotonic())
+
+    def _close_loop(self) -> None:
+        """No more events; the wake-up pipe and the selector go."""
+        with self._closing:
+            self._closed = True
+        self._selector.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+
+class ThreadedServer(ControlLoop):
+    """The default mode: a control loop in the main thread accepts connections and waits
+    for their requests; pooled threads serve them.
+
+    An accepted connection waits in the loop's selector until its request arrives, so an
+    idle one (a browser's preconnect) holds no thread, and at a reload every connection not
+    yet being served is handed to the next image: nothing accepted is dropped."""
+
+    mode = "threaded"
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        sock: socket.socket,
+        *,
+        max_threads: int | None = None,
+        shutdown_grace: float = 5.0,
+        reload_grace: float = 5.0,
+        on_changes: Callable[[FileChanges], bool] | None = None,
+        connections: Iterable[socket.socket] = (),
+        signal_actions: Mapping[int, Callable[[], None]] | None = None,
+    ) -> None:
+        super().__init__(
+            sock,
+            shutdown_grace=shutdown_grace,
+            reload_grace=reload_grace,
+            on_changes=on_changes,
+            signal_actions=signal_actions,
+        )
+        self.app = app
+        self.served_first = threading.Event()  # set once a first connection was answered
+        host, port = sock.getsockname()[:2]
+        self.server_info = ServerInfo(host, port)
+        self.pool = RequestPool(self._serve_connection, self._connection_done, max_threads)
+        self._waiting: dict[int, HeldConnection] = {}  # fd -> no request yet (in the selector)
+        self._ready: collections.deque[HeldConnection] = collections.deque()  # need a thread
+        self._accepting = False
+        self._accept_retry = 0.0  # after running out of descriptors: when to try again
+        for connection in connections:  # handed over by the previous image
+            with contextlib.suppress(OSError):
+                self._hold(connection, connection.getpeername())
+
+    def handle_mode_event(self, event: Any) -> None:
+        if event == "connection-done":
+            self._serve_ready()
+        elif isinstance(event, HeldConnection):
+            self._kept_alive(event)
 
     def _serve_connection(self, connection: socket.socket, client: Any) -> bool:
         thread = threading.current_thread()
@@ -556,8 +606,6 @@ class ThreadedServer:
         self._waiting.clear()
         for connection in [*(h.connection for h in held), *self.handover]:
             connection.close()
-        self._selector.close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        self._close_loop()
         with contextlib.suppress(OSError):
             self.listener.close()

@@ -1,0 +1,98 @@
+"""Resource limits, Odoo's way: memory through RLIMIT_AS and resident size, CPU through
+RLIMIT_CPU re-armed per request. The real-time limit is watched by whoever supervises the
+request (the prefork master, or the threaded server's control loop)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import logging
+import resource
+from typing import Any
+
+__all__ = [
+    "Limits",
+    "arm_cpu_limit",
+    "cap_malloc_arenas",
+    "cpu_seconds",
+    "resident_mib",
+    "set_memory_hard",
+]
+
+_logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+M_ARENA_MAX = -8  # glibc's mallopt() parameter
+MALLOC_ARENAS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The limits of a run (0: no limit), from the settings of the same names."""
+
+    request: int = 0
+    memory_soft: int = 0  # MiB resident
+    memory_hard: int = 0  # MiB of address space
+    time_cpu: float = 0.0  # seconds per request
+    time_real: float = 0.0  # seconds per request
+
+    @classmethod
+    def from_settings(cls, settings: Any, debugging: bool = False) -> Limits:
+        """With a debugger holding requests (post-mortem), the time limits are off."""
+        return cls(
+            request=settings.limit_request,
+            memory_soft=settings.limit_memory_soft,
+            memory_hard=settings.limit_memory_hard,
+            time_cpu=0.0 if debugging else settings.limit_time_cpu,
+            time_real=0.0 if debugging else settings.limit_time_real,
+        )
+
+    def over_memory_soft(self) -> float | None:
+        """The resident size in MiB when above the soft limit, else None."""
+        if not self.memory_soft:
+            return None
+        size = resident_mib()
+        return size if size > self.memory_soft else None
+
+
+def set_memory_hard(mebibytes: int) -> None:
+    """Cap this process's address space: an allocation beyond it fails (MemoryError) in the
+    process instead of pushing the machine into swap. glibc gives each thread that allocates
+    its own 64 MiB malloc arena (in address space, not memory); capping them keeps a healthy
+    multi-threaded process far from the limit, as Odoo does."""
+    if not mebibytes:
+        return
+    cap_malloc_arenas()
+    limit = mebibytes * MIB
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY and limit > hard:
+        limit = hard
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def cap_malloc_arenas() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to cap
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, MALLOC_ARENAS)  # the process's own libc
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def arm_cpu_limit(seconds: float) -> None:
+    """SIGXCPU once this process has used ``seconds`` more CPU time than now."""
+    if not seconds:
+        return
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    limit = int(cpu_seconds() + seconds) + 1  # whole seconds; never below what is used
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (limit, hard))
+
+
+def resident_mib() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / MIB

@@ -1,0 +1,488 @@
+"""Prefork mode (``--workers N``): one master process and N worker processes that accept
+on the shared listen socket, each serving one request at a time, as Odoo and gunicorn do.
+
+The master loads the app once and forks the workers. It never serves: its control loop
+(shared with the threaded server) handles signals, reaps and respawns workers, watches their
+heartbeats for the real-time limit, and reloads. A reload re-execs the master in place while
+its workers go on serving; the new image adopts them (their PIDs and heartbeat pipes are
+passed along), forks new workers with the new code, and retires the old ones once the new
+ones are ready: no request fails. If the new code does not load, the old workers stay.
+
+A worker enforces its own limits: RLIMIT_AS (hard memory), RLIMIT_CPU re-armed per request,
+the request count and the soft memory limit (it exits after the request, and the master
+starts another).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from devserve import limits as resource_limits
+from devserve.handler import HTTPConnection, RequestInfo, ServerInfo
+from devserve.reloader import GAP_SIGNALS, FileChanges
+from devserve.servers import STOP_SIGNALS, ControlLoop, Outcome
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+__all__ = ["PreforkServer", "Worker", "WorkerProcess"]
+
+_logger = logging.getLogger(__name__)
+
+READY = b"r"  # a worker's first heartbeat: it accepts from now on
+ALIVE = b"."  # every loop turn and after each request
+HEARTBEAT_EVERY = 1.0  # seconds between an idle worker's heartbeats
+KILL_AFTER_QUIT = 3.0  # a worker past --limit-time-real: QUIT (its stack), then KILL
+BOOT_FAILURES_TOLERATED = 3  # workers dying before ready in a row: then back off
+MAX_BACKOFF = 30.0
+CONNECTION_TIMEOUT = 30.0  # a client silent this long mid-request frees its worker
+FORWARDED_SIGNALS = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def set_title(title: str) -> None:
+    """``devserve: master`` in ps and top (setproctitle, when installed)."""
+    with contextlib.suppress(ImportError):
+        import setproctitle
+
+        setproctitle.setproctitle(f"devserve: {title}")
+
+
+@dataclasses.dataclass(eq=False)
+class Worker:
+    """A worker process as the master sees it."""
+
+    pid: int
+    number: int  # 1..N, reused: "worker #2"
+    heartbeat: int  # the read end of its heartbeat pipe
+    last_seen: float  # time.monotonic() of its last heartbeat
+    ready: bool = False
+    retiring: bool = False  # sent TERM: it ends after its request
+    quit_at: float = 0.0  # past the real-time limit: when QUIT was sent (KILL follows)
+
+    def describe(self) -> str:
+        return f"worker #{self.number} (pid {self.pid})"
+
+
+class PreforkServer(ControlLoop):
+    """The master: forks, supervises and reloads the workers."""
+
+    mode = "prefork"
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        sock: socket.socket,
+        *,
+        workers: int,
+        limits: resource_limits.Limits,
+        shutdown_grace: float = 5.0,
+        reload_grace: float = 5.0,
+        on_changes: Callable[[FileChanges], bool] | None = None,
+        signal_actions: Mapping[int, Callable[[], None]] | None = None,
+        adopted: Iterable[Worker] = (),
+        keep_adopted: bool = False,
+    ) -> None:
+        super().__init__(
+            sock,
+            shutdown_grace=shutdown_grace,
+            reload_grace=reload_grace,
+            on_changes=on_changes,
+            signal_actions=signal_actions,
+        )
+        self.app = app
+        self.target = workers
+        self.limits = limits
+        self.served_first = threading.Event()  # a first worker is ready (starts the watcher)
+        self.workers: dict[int, Worker] = {}  # pid -> the workers of this image's code
+        self.old: dict[int, Worker] = {}  # the previous image's, retired once ours are ready
+        self.worker_handover: list[Worker] = []  # after a reload: for the next image
+        self._boot_failures = 0
+        self._spawn_after = 0.0  # backing off from workers that die at start
+        self._master_pid = os.getpid()
+        for worker in adopted:
+            # The new code failed to load: the old workers go on serving the old code.
+            (self.workers if keep_adopted else self.old)[worker.pid] = worker
+            self._selector.register(worker.heartbeat, selectors.EVENT_READ, worker)
+        if keep_adopted:
+            self.served_first.set()
+
+    @property
+    def description(self) -> str:
+        return f"prefork, {self.target} workers"
+
+    # --- the loop ---
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> Outcome:
+        from devserve.servers import capture_signals
+
+        set_title("master")
+        with capture_signals((*GAP_SIGNALS, signal.SIGCHLD), self.notify):
+            if on_ready is not None:
+                on_ready()
+            while self._outcome is None:
+                self._maintain()
+                self._step(HEARTBEAT_EVERY)
+            if self._outcome is Outcome.RELOAD:
+                # The workers serve on through the exec; the next image adopts them.
+                self.worker_handover = [*self.workers.values(), *self.old.values()]
+                signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)
+            else:
+                self._stop_workers()
+        return self._outcome
+
+    def _step(self, timeout: float) -> None:
+        for key, _ in self._selector.select(timeout):
+            if key.data == "wake":
+                self._handle_events()
+            else:
+                self._heard(key.data)
+
+    def _heard(self, worker: Worker) -> None:
+        try:
+            data = os.read(worker.heartbeat, 4096)
+        except OSError:
+            data = b""
+        if not data:  # the worker is gone: reaping will tell
+            self._selector.unregister(worker.heartbeat)
+            return
+        worker.last_seen = time.monotonic()
+        if READY in data and not worker.ready:
+            worker.ready = True
+            self._boot_failures = 0
+            self.served_first.set()
+
+    def handle_event(self, event: Any) -> None:
+        if event in FORWARDED_SIGNALS:
+            self._forward(event)
+            if event != signal.SIGQUIT:
+                return  # each worker reports its own caches; the master serves nothing
+        super().handle_event(event)
+
+    def handle_mode_event(self, event: Any) -> None:
+        if event == signal.SIGCHLD:
+            self._reap()
+        elif event == signal.SIGTTIN and self._outcome is None:
+            self.target += 1
+            _logger.info("TTIN: %d workers", self.target)
+        elif event == signal.SIGTTOU and self._outcome is None:
+            if self.target > 1:
+                self.target -= 1
+                _logger.info("TTOU: %d workers", self.target)
+            else:
+                _logger.info("TTOU ignored: one worker is the minimum")
+
+    def _forward(self, signum: int) -> None:
+        for worker in [*self.workers.values(), *self.old.values()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signum)
+
+    # --- keeping N workers ---
+
+    def _maintain(self) -> None:
+        self._reap()
+        now = time.monotonic()
+        self._retire_extra()
+        if now >= self._spawn_after:
+            while len(self._serving()) < self.target and self._outcome is None:
+                self._spawn()
+        if self.old and len([w for w in self._serving() if w.ready]) >= self.target:
+            self._retire_old()
+        self._check_time_limits(now)
+
+    def _serving(self) -> list[Worker]:
+        return [worker for worker in self.workers.values() if not worker.retiring]
+
+    def _retire_extra(self) -> None:
+        serving = sorted(self._serving(), key=lambda worker: worker.number)
+        for worker in serving[self.target :]:
+            _logger.info("retiring %s", worker.describe())
+            self._terminate(worker)
+
+    def _retire_old(self) -> None:
+        serving = [worker for worker in self.old.values() if not worker.retiring]
+        if serving:
+            _logger.info(
+                "new workers ready: retiring %d worker(s) of the previous code", len(serving)
+            )
+        for worker in serving:
+            self._terminate(worker)
+
+    def _terminate(self, worker: Worker) -> None:
+        worker.retiring = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGTERM)
+
+    def _spawn(self) -> None:
+        taken = {worker.number for worker in self.workers.values()}
+        number = next(n for n in range(1, len(taken) + 2) if n not in taken)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                os.close(read_end)
+                self._selector.close()  # the master's; the worker has its own
+                code = WorkerProcess(
+                    self.app, self.listener, number, write_end, self.limits, self._master_pid
+                ).run()
+            except BaseException:
+                _logger.exception("worker #%d failed", number)
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        worker = Worker(pid, number, read_end, last_seen=time.monotonic())
+        self.workers[pid] = worker
+        self._selector.register(read_end, selectors.EVENT_READ, worker)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None) or self.old.pop(pid, None)
+            if worker is not None:
+                self._gone(worker, os.waitstatus_to_exitcode(status))
+
+    def _gone(self, worker: Worker, code: int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(worker.heartbeat)
+        os.close(worker.heartbeat)
+        how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        if worker.retiring or self._outcome is not None:
+            _logger.debug("%s ended (%s)", worker.describe(), how)
+        elif not worker.ready:
+            self._boot_failures += 1
+            if self._boot_failures >= BOOT_FAILURES_TOLERATED:
+                delay = min(MAX_BACKOFF, 2.0 ** (self._boot_failures - BOOT_FAILURES_TOLERATED))
+                self._spawn_after = time.monotonic() + delay
+                _logger.error(
+                    "%s died while starting (%s), %d in a row: next attempt in %.0f s",
+                    worker.describe(),
+                    how,
+                    self._boot_failures,
+                    delay,
+                )
+            else:
+                _logger.warning("%s died while starting (%s)", worker.describe(), how)
+        elif code == 0:
+            _logger.info("%s recycled; starting another", worker.describe())
+        else:
+            _logger.warning("%s died (%s); starting another", worker.describe(), how)
+
+    def _check_time_limits(self, now: float) -> None:
+        limit = self.limits.time_real
+        if not limit:
+            return
+        for worker in [*self.workers.values(), *self.old.values()]:
+            if worker.quit_at:
+                if now - worker.quit_at >= KILL_AFTER_QUIT:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, signal.SIGKILL)
+            elif now - worker.last_seen > limit:
+                _logger.warning(
+                    "%s silent for %.0f s (--limit-time-real %g): logging its stack, then "
+                    "killing it",
+                    worker.describe(),
+                    now - worker.last_seen,
+                    limit,
+                )
+                worker.quit_at = now
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGQUIT)
+
+    # --- stopping ---
+
+    def _stop_workers(self) -> None:
+        """TERM every worker (each finishes its request), wait up to the grace period (a
+        second INT/TERM ends the wait), then KILL what is left."""
+        self._draining = True
+        everyone = [*self.workers.values(), *self.old.values()]
+        for worker in everyone:
+            self._terminate(worker)
+        if everyone:
+            _logger.info(
+                "stopping: waiting up to %gs for %d worker(s) to finish their request; "
+                "press CTRL-C again or send a second signal to stop at once",
+                self.shutdown_grace,
+                len(everyone),
+            )
+        deadline = time.monotonic() + self.shutdown_grace
+        while (self.workers or self.old) and self._outcome is not Outcome.FORCED:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._step(min(remaining, 0.1))
+            self._reap()
+        left = [*self.workers.values(), *self.old.values()]
+        for worker in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGKILL)
+        if left:
+            _logger.warning("%d worker(s) killed with their request cut short", len(left))
+            self.unfinished = len(left)
+        while self.workers or self.old:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            gone = self.workers.pop(pid, None) or self.old.pop(pid, None)
+            if gone is not None:
+                self._gone(gone, os.waitstatus_to_exitcode(status))
+
+    def close(self) -> None:
+        for worker in self.worker_handover:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(worker.heartbeat)
+        self._close_loop()
+        with contextlib.suppress(OSError):
+            self.listener.close()
+
+
+class WorkerProcess:
+    """A worker: accepts connections and serves them one at a time until told to stop,
+    recycled, or past a limit."""
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        listener: socket.socket,
+        number: int,
+        heartbeat: int,
+        limits: resource_limits.Limits,
+        master_pid: int,
+    ) -> None:
+        self.app = app
+        self.listener = listener
+        self.number = number
+        self.heartbeat = heartbeat
+        self.limits = limits
+        self.master_pid = master_pid
+        host, port = listener.getsockname()[:2]
+        self.server_info = ServerInfo(host, port, multiprocess=True, keep_alive=False)
+        self.stopping = False
+        self.served = 0
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+
+    def run(self) -> int:
+        set_title(f"worker #{self.number} [{os.getpid()}]")
+        self._install_signals()
+        resource_limits.set_memory_hard(self.limits.memory_hard)
+        selector = selectors.DefaultSelector()
+        selector.register(self.listener, selectors.EVENT_READ, "accept")
+        selector.register(self._wake_read, selectors.EVENT_READ, "wake")
+        self._beat(READY)
+        while not self.stopping:
+            ready = selector.select(HEARTBEAT_EVERY)
+            self._beat(ALIVE)
+            if os.getppid() != self.master_pid:
+                _logger.warning("worker #%d: the master is gone; exiting", self.number)
+                break
+            if not any(key.data == "accept" for key, _ in ready) or self.stopping:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+                continue
+            try:
+                connection, client = self.listener.accept()
+            except (BlockingIOError, ConnectionAbortedError, InterruptedError):
+                continue  # another worker took it
+            self._serve(connection, client)
+            if self._over_limits():
+                break
+        return 0
+
+    def _serve(self, connection: socket.socket, client: Any) -> None:
+        thread = threading.current_thread()
+
+        def track(info: RequestInfo | None) -> None:
+            thread.request = info  # type: ignore[attr-defined]
+
+        resource_limits.arm_cpu_limit(self.limits.time_cpu)
+        try:
+            connection.settimeout(CONNECTION_TIMEOUT)
+            HTTPConnection(connection, client, self.app, self.server_info, track).serve()
+        except Exception:
+            _logger.exception("unexpected error while serving %s", client)
+        finally:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_WR)
+            connection.close()
+        self.served += 1
+        self._beat(ALIVE)
+
+    def _over_limits(self) -> bool:
+        if self.limits.request and self.served >= self.limits.request:
+            _logger.info(
+                "worker #%d served %d requests (--limit-request): recycled",
+                self.number,
+                self.served,
+            )
+            return True
+        resident = self.limits.over_memory_soft()
+        if resident is not None:
+            _logger.info(
+                "worker #%d uses %.0f MiB (--limit-memory-soft %d): recycled",
+                self.number,
+                resident,
+                self.limits.memory_soft,
+            )
+            return True
+        return False
+
+    def _beat(self, what: bytes) -> None:
+        with contextlib.suppress(OSError):  # a full pipe: the master knows we live
+            os.write(self.heartbeat, what)
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, frame: Any) -> None:
+            self.stopping = True
+            with contextlib.suppress(OSError):
+                os.write(self._wake_write, b"\0")
+
+        def dump(signum: int, frame: Any) -> None:
+            from devserve import debug
+
+            debug.dump_stacks()  # here and now: the main thread may be stuck in a request
+
+        reporter: list[Any] = []
+
+        def report(signum: int, frame: Any) -> None:
+            from devserve import debug
+
+            if not reporter:
+                reporter.append(debug.CacheReporter())
+            reporter[0].request(signum == signal.SIGUSR2)
+
+        def out_of_cpu(signum: int, frame: Any) -> None:
+            _logger.error(
+                "worker #%d: CPU time limit reached (--limit-time-cpu %g); exiting",
+                self.number,
+                self.limits.time_cpu,
+            )
+            os._exit(1)
+
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, stop)
+        signal.signal(signal.SIGQUIT, dump)
+        signal.signal(signal.SIGUSR1, report)
+        signal.signal(signal.SIGUSR2, report)
+        signal.signal(signal.SIGXCPU, out_of_cpu)
+        for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(signum, signal.SIG_IGN)  # the master's business
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {*GAP_SIGNALS, signal.SIGXCPU})
