@@ -187,7 +187,7 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
                 "mode) to debug"
             )
     post_mortem = None
-    if set(settings.dev) & set(config.POST_MORTEM):
+    if _post_mortem_asked(settings):
         from devserve import debug
 
         post_mortem = debug.check_post_mortem(settings.dev, sys.stdin.isatty())
@@ -205,16 +205,20 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
         pidfile.remove()
 
 
+def _post_mortem_asked(settings: config.Settings) -> bool:
+    return bool(set(settings.dev) & set(config.POST_MORTEM))
+
+
 def _make_server(
     settings: config.Settings,
     application: WSGIApplication,
     sock: Any,
     given: Any,
     broken: bool,
-    post_mortem: str | None,
+    paused: Callable[[], bool],
 ) -> Any:
     """The server of the mode asked for: threaded, or prefork with ``--workers``."""
-    from devserve import reloader, servers
+    from devserve import limits, reloader, servers
 
     common: dict[str, Any] = {
         "shutdown_grace": settings.shutdown_grace,
@@ -227,14 +231,17 @@ def _make_server(
         for pid, _number, heartbeat in adopted:  # --workers was dropped: not ours to keep
             os.kill(pid, signal.SIGTERM)
             os.close(heartbeat)
+        limits.set_memory_hard(settings.limit_memory_hard)
         return servers.ThreadedServer(
             application,
             sock,
             max_threads=settings.max_http_threads,
             connections=reloader.adopt_connections(),
+            limits=limits.Limits.from_settings(settings),
+            paused=paused,
             **common,
         )
-    from devserve import limits, prefork
+    from devserve import prefork
 
     now = time.monotonic()
     workers = [prefork.Worker(pid, number, fd, last_seen=now) for pid, number, fd in adopted]
@@ -244,7 +251,7 @@ def _make_server(
         application,
         sock,
         workers=settings.workers,
-        limits=limits.Limits.from_settings(settings, debugging=bool(post_mortem)),
+        limits=limits.Limits.from_settings(settings, debugging=_post_mortem_asked(settings)),
         adopted=workers,
         keep_adopted=broken and bool(workers),
         **common,
@@ -268,10 +275,11 @@ def _run_server(
         application, broken_files = _load_or_show_error(settings)
     else:
         application, broken_files = given, []
+    holder = None  # the post-mortem debugger, which may hold requests
     if post_mortem:
         from devserve import debug
 
-        application = debug.PostMortem(application, post_mortem)
+        holder = application = debug.PostMortem(application, post_mortem)
     if "werkzeug" in settings.dev:
         from devserve import debug
 
@@ -282,7 +290,14 @@ def _run_server(
             settings.debugger_trusted_host,
         )
     watcher = _Watch(settings, broken_files, since=load_started, given=given)
-    server = _make_server(settings, application, sock, given, bool(broken_files), post_mortem)
+    server = _make_server(
+        settings,
+        application,
+        sock,
+        given,
+        broken=bool(broken_files),
+        paused=lambda: holder is not None and holder.holding > 0,
+    )
 
     def announce() -> None:
         if reloaded:

@@ -48,10 +48,11 @@ def _describe(thread: threading.Thread) -> str:
     return header
 
 
-def dump_stacks() -> None:
-    """Log every thread's stack, request threads with what they serve and for how long."""
+def dump_stacks(only: Iterable[threading.Thread] | None = None) -> None:
+    """Log every thread's stack (or ``only`` those), request threads with what they serve
+    and for how long."""
     frames = sys._current_frames()
-    threads = threading.enumerate()
+    threads = threading.enumerate() if only is None else list(only)
     lines = [f"stacks of process {os.getpid()} ({len(threads)} threads):"]
     for thread in threads:
         lines.append(f"# {_describe(thread)}")

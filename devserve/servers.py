@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from devserve.errors import BindError
 from devserve.handler import HTTPConnection, RequestInfo, ServerInfo
+from devserve.limits import Limits
 from devserve.reloader import GAP_SIGNALS, FileChanges, Reload, describe_paths
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ IDLE_THREAD_TIMEOUT = 30.0  # a pooled request thread with no work for this long
 IDLE_CONNECTION_TIMEOUT = 30.0  # an accepted connection that sends nothing is closed then
 MAX_HELD = 512  # accepted connections waiting for their request or a thread; then backlog
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+LIMITS_EVERY = 1.0  # seconds between two checks of the threaded server's limits
+LIMIT_RELOAD_GRACE = 60.0  # a reload for a limit waits this long for the other requests
 
 
 class Outcome(enum.Enum):
@@ -378,6 +381,8 @@ class ThreadedServer(ControlLoop):
         on_changes: Callable[[FileChanges], bool] | None = None,
         connections: Iterable[socket.socket] = (),
         signal_actions: Mapping[int, Callable[[], None]] | None = None,
+        limits: Limits | None = None,
+        paused: Callable[[], bool] = lambda: False,
     ) -> None:
         super().__init__(
             sock,
@@ -387,7 +392,11 @@ class ThreadedServer(ControlLoop):
             signal_actions=signal_actions,
         )
         self.app = app
+        self.limits = limits or Limits()
+        self.paused = paused  # True while a debugger holds a request: limits stand aside
         self.served_first = threading.Event()  # set once a first connection was answered
+        self._limits_checked = time.monotonic()
+        self._past_limits: set[RequestThread] = set()  # a reload does not wait for these
         host, port = sock.getsockname()[:2]
         self.server_info = ServerInfo(host, port)
         self.pool = RequestPool(self._serve_connection, self._connection_done, max_threads)
@@ -435,6 +444,7 @@ class ThreadedServer(ControlLoop):
             self._set_accepting(True)
             while self._outcome is None:
                 self._step(self._next_expiry())
+                self._check_limits()
             self._set_accepting(False)
             if self._outcome is Outcome.STOP:
                 self.listener.close()  # new clients are refused from now on
@@ -520,6 +530,8 @@ class ThreadedServer(ControlLoop):
 
     def _next_expiry(self) -> float | None:
         timeouts = [self._accept_retry - time.monotonic()] if not self._accepting else []
+        if self.limits.time_real or self.limits.memory_soft:
+            timeouts.append(self._limits_checked + LIMITS_EVERY - time.monotonic())
         if self._waiting:  # in accept order: the first is the oldest
             oldest = next(iter(self._waiting.values()))
             timeouts.append(oldest.accepted + IDLE_CONNECTION_TIMEOUT - time.monotonic())
@@ -537,6 +549,38 @@ class ThreadedServer(ControlLoop):
         self._selector.unregister(held.connection)
         del self._waiting[held.connection.fileno()]
         held.connection.close()
+
+    # --- limits ---
+
+    def _check_limits(self) -> None:
+        """Once a second: a request past --limit-time-real, or the process above
+        --limit-memory-soft, logs the stacks of the requests running, then reloads once the
+        others have finished (waiting LIMIT_RELOAD_GRACE at most). Not while a debugger
+        holds a request."""
+        now = time.monotonic()
+        if now - self._limits_checked < LIMITS_EVERY or self._outcome is not None:
+            return
+        self._limits_checked = now
+        if self.paused():
+            return
+        busy = self.busy_requests()
+        limit = self.limits.time_real
+        late = [t for t in busy if limit and t.request is not None and t.request.age > limit]
+        if late:
+            cause = f"a request ran past --limit-time-real {self.limits.time_real:g}s"
+        else:
+            resident = self.limits.over_memory_soft()
+            if resident is None:
+                return
+            cause = f"{resident:.0f} MiB used, above --limit-memory-soft {self.limits.memory_soft}"
+            late = busy
+        from devserve import debug
+
+        _logger.warning("%s: reloading once the other requests finish", cause)
+        debug.dump_stacks(late)
+        self._past_limits = set(late)
+        self.reload_grace = LIMIT_RELOAD_GRACE
+        self._reload(cause, now)
 
     # --- stopping ---
 
@@ -578,7 +622,8 @@ class ThreadedServer(ControlLoop):
         deadline = time.monotonic() + grace
         while self._outcome is not Outcome.FORCED:
             remaining = deadline - time.monotonic()
-            if not (self.pool.busy() or self._ready) or remaining <= 0:
+            running = [thread for thread in self.pool.busy() if thread not in self._past_limits]
+            if not (running or self._ready) or remaining <= 0:
                 break
             for key, _ in self._selector.select(timeout=remaining):
                 if key.data == "wake":
@@ -586,12 +631,14 @@ class ThreadedServer(ControlLoop):
         self.unfinished = len(self.pool.busy()) + len(self._ready)
         if self._outcome is Outcome.FORCED:
             _logger.warning("forced stop: %d request(s) cut short", self.unfinished)
-        elif self.unfinished:
+        elif self.unfinished > len(self._past_limits):
             _logger.warning(
                 "%d request(s) still running after the %gs grace period are cut short",
                 self.unfinished,
                 grace,
             )
+        elif self.unfinished:
+            _logger.warning("%d request(s) past the limits cut short", self.unfinished)
 
     def close(self) -> None:
         """Release everything; idle pooled threads end (they are not daemons)."""

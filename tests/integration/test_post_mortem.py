@@ -100,3 +100,34 @@ def test_pdb_without_a_terminal_is_refused(env: dict[str, str]) -> None:
     assert result.returncode == ExitCode.CONFIG
     [line] = result.stderr.strip().splitlines()
     assert "--dev pdb needs a terminal" in line and "--dev werkzeug" in line
+
+
+def test_time_limits_stand_aside_while_pdb_holds_a_request(env: dict[str, str]) -> None:
+    import http.client
+
+    args = ["-p", "0", "--dev", "pdb", "--limit-time-real", "1", "slowapp:broken_app"]
+    terminal = Terminal(args, APPS, env)
+    try:
+        port = int(terminal.read_until(r"serving on http://127\.0\.0\.1:(\d+)").group(1))
+        statuses: list[int] = []
+
+        def get() -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                connection.request("GET", "/")
+                statuses.append(connection.getresponse().status)
+            finally:
+                connection.close()
+
+        client = threading.Thread(target=get)
+        client.start()
+        terminal.read_until(r"\(Pdb\) ")
+        # Three limit checks go by while the developer looks: none may cut the request.
+        with pytest.raises(AssertionError):
+            terminal.read_until(r"--limit-time-real", timeout=3.0)
+        terminal.type("c")
+        client.join(15)
+        assert statuses == [500]
+        assert "reloaded in" not in terminal.output
+    finally:
+        terminal.close()

@@ -3,6 +3,7 @@
 /                 -> "ok"
 /slow?seconds=S   -> sleeps S seconds, then "slept S"
 /stats            -> "max_concurrent=N" (the most requests seen running at once)
+/hold?mib=N       -> allocates N MiB and keeps them until the process ends, then "held N"
 """
 
 import os
@@ -11,6 +12,7 @@ import time
 from urllib.parse import parse_qs
 
 _lock = threading.Lock()
+_held = []
 _running = 0
 _max_running = 0
 
@@ -21,6 +23,10 @@ def app(environ, start_response):
     query = parse_qs(environ.get("QUERY_STRING", ""))
     if path == "/stats":
         body = f"max_concurrent={_max_running}"
+    elif path == "/hold":
+        mib = int(query.get("mib", ["1"])[0])
+        _held.append(b"x" * (mib << 20))  # written, so resident
+        body = f"held {mib}"
     elif path == "/slow":
         seconds = float(query.get("seconds", ["1"])[0])
         with _lock:

@@ -1,0 +1,94 @@
+"""Resource limits in threaded mode, on the real CLI: a request past --limit-time-real or
+memory above --limit-memory-soft logs the stacks and reloads in place once the other
+requests are done; --limit-memory-hard caps the address space."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from tests.integration.conftest import StartDevserve
+from tests.integration.harness import APPS, Response, count_reloads, wait_reloads, wait_until
+
+MIB = 1 << 20
+
+
+def _get(server_request: object, path: str) -> Response | str:
+    """The response, or the name of the error that ended the request."""
+    try:
+        return server_request(path, timeout=40)  # type: ignore[operator, no-any-return]
+    except (OSError, http.client.HTTPException) as error:
+        return type(error).__name__
+
+
+def _happens_within(condition: Callable[[], bool], seconds: float) -> bool:
+    try:
+        wait_until(condition, seconds, "a condition")
+    except AssertionError:
+        return False
+    return True
+
+
+def test_request_past_the_real_time_limit_logs_its_stack_then_reloads(
+    devserve: StartDevserve, tmp_path: Path
+) -> None:
+    marker = tmp_path / "slow-started"
+    server = devserve(
+        "-p",
+        "0",
+        "--limit-time-real",
+        "1",
+        "slowapp:app",
+        cwd=APPS,
+        env_extra={"SLOWAPP_STARTED": str(marker)},
+    )
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        stuck = pool.submit(_get, server.request, "/slow?seconds=30")
+        wait_until(marker.exists, 10, "the stuck request to run")
+        marker.unlink()
+        # Within the limit, still running when the stuck one is caught: the reload waits.
+        other = pool.submit(_get, server.request, "/slow?seconds=1.5")
+        wait_until(marker.exists, 10, "the second request to run")
+        wait_reloads(server, 1, timeout=15)
+        log = server.log
+        assert "a request ran past --limit-time-real 1s" in log
+        dump = log.split("stacks of process")[1]
+        assert "GET /slow?seconds=30" in dump and "time.sleep(seconds)" in dump
+        assert "seconds=1.5" not in dump  # only the offender's stack
+        finished = other.result(timeout=20)
+        assert isinstance(finished, Response) and finished.text == "slept 1.5"
+        assert isinstance(stuck.result(timeout=20), str)  # cut by the reload
+    assert server.popen.poll() is None  # the same process, re-exec'd
+    assert server.request("/").text == "ok"
+
+
+def test_memory_above_the_soft_limit_reloads_once(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", "--limit-memory-soft", "150", "slowapp:app", cwd=APPS)
+    assert psutil.Process(server.pid).memory_info().rss < 150 * MIB
+    assert server.request("/hold?mib=200").text == "held 200"  # answered in full first
+    wait_reloads(server, 1, timeout=15)
+    assert "MiB used, above --limit-memory-soft 150" in server.log
+    wait_until(lambda: psutil.Process(server.pid).memory_info().rss < 150 * MIB, 10, "memory")
+    assert server.request("/").text == "ok"
+    # The fresh image is below the limit: no reload loop (limits are checked every second).
+    assert not _happens_within(lambda: count_reloads(server) > 1, 2.5)
+
+
+def test_hard_memory_limit_caps_the_address_space(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", "--limit-memory-hard", "400", "slowapp:app", cwd=APPS)
+    soft, _hard = psutil.Process(server.pid).rlimit(psutil.RLIMIT_AS)
+    assert soft == 400 * MIB
+    # An allocation beyond it fails inside the process (MemoryError: a 500), which serves on.
+    assert server.request("/hold?mib=600").status == 500
+    assert "MemoryError" in server.log
+    assert server.request("/").text == "ok"
+
+
+def test_no_memory_limit_with_zero(devserve: StartDevserve) -> None:
+    server = devserve("-p", "0", "--limit-memory-hard", "0", "slowapp:app", cwd=APPS)
+    soft, _hard = psutil.Process(server.pid).rlimit(psutil.RLIMIT_AS)
+    assert soft == psutil.RLIM_INFINITY
