@@ -64,6 +64,36 @@ def test_parse_positive_int() -> None:
             config.parse_positive_int(text)
 
 
+def test_parse_non_negative_int() -> None:
+    assert config.parse_non_negative_int("0") == 0
+    assert config.parse_non_negative_int("4") == 4
+    with pytest.raises(ValueError, match="must be 0 or more"):
+        config.parse_non_negative_int("-1")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2048", 2048),
+        ("0", 0),
+        ("512M", 512),
+        ("512MiB", 512),
+        ("2G", 2048),
+        ("2gb", 2048),
+        ("4096k", 4),
+        (" 100 m ", 100),
+    ],
+)
+def test_parse_mebibytes(text: str, expected: int) -> None:
+    assert config.parse_mebibytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "-1", "2T", "lots", "1.5G"])
+def test_parse_mebibytes_rejects_garbage(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a memory size"):
+        config.parse_mebibytes(text)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"), [("0", 0), ("1", 1), ("8069", 8069), ("65535", 65535), (" 80 ", 80)]
 )
