@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import dataclasses
 import logging
+import os
 import resource
 from typing import Any
 
@@ -92,7 +93,13 @@ def arm_cpu_limit(seconds: float) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (limit, hard))
 
 
+_process: Any = None  # psutil's view of this process, made once (per process: forks)
+
+
 def resident_mib() -> float:
+    global _process
     import psutil
 
-    return float(psutil.Process().memory_info().rss) / MIB
+    if _process is None or _process.pid != os.getpid():
+        _process = psutil.Process()
+    return float(_process.memory_info().rss) / MIB

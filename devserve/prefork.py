@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from devserve import limits as resource_limits
 from devserve.handler import HTTPConnection, RequestInfo, ServerInfo
 from devserve.reloader import GAP_SIGNALS, FileChanges
-from devserve.servers import STOP_SIGNALS, ControlLoop, Outcome
+from devserve.servers import ControlLoop, Outcome
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -47,6 +47,7 @@ BOOT_FAILURES_TOLERATED = 3  # workers dying before ready in a row: then back of
 MAX_BACKOFF = 30.0
 CONNECTION_TIMEOUT = 30.0  # a client silent this long mid-request frees its worker
 FORWARDED_SIGNALS = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+WORKER_SIGNALS = {*GAP_SIGNALS, signal.SIGCHLD, signal.SIGXCPU}
 
 
 def set_title(title: str) -> None:
@@ -68,6 +69,7 @@ class Worker:
     ready: bool = False
     retiring: bool = False  # sent TERM: it ends after its request
     quit_at: float = 0.0  # past the real-time limit: when QUIT was sent (KILL follows)
+    gone: bool = False  # reaped: its heartbeat pipe is closed
 
     def describe(self) -> str:
         return f"worker #{self.number} (pid {self.pid})"
@@ -148,6 +150,8 @@ class PreforkServer(ControlLoop):
                 self._heard(key.data)
 
     def _heard(self, worker: Worker) -> None:
+        if worker.gone:  # reaped earlier in the same batch of events
+            return
         try:
             data = os.read(worker.heartbeat, 4096)
         except OSError:
@@ -189,6 +193,9 @@ class PreforkServer(ControlLoop):
     # --- keeping N workers ---
 
     def _maintain(self) -> None:
+        self._handle_events()  # a stop signalled meanwhile: no worker is started for nothing
+        if self._outcome is not None:
+            return
         self._reap()
         now = time.monotonic()
         self._retire_extra()
@@ -226,8 +233,13 @@ class PreforkServer(ControlLoop):
         taken = {worker.number for worker in self.workers.values()}
         number = next(n for n in range(1, len(taken) + 2) if n not in taken)
         read_end, write_end = os.pipe()
+        # Blocked until the worker has its own handlers: the master's, inherited, would
+        # swallow a TERM sent to it meanwhile.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         pid = os.fork()
-        if pid == 0:  # the worker
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        else:  # the worker
             code = 1
             try:
                 os.close(read_end)
@@ -261,6 +273,7 @@ class PreforkServer(ControlLoop):
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(worker.heartbeat)
         os.close(worker.heartbeat)
+        worker.gone = True
         how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         if worker.retiring or self._outcome is not None:
             _logger.debug("%s ended (%s)", worker.describe(), how)
@@ -375,6 +388,7 @@ class WorkerProcess:
         self.server_info = ServerInfo(host, port, multiprocess=True, keep_alive=False)
         self.stopping = False
         self.served = 0
+        self._last_beat = 0.0
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -445,6 +459,12 @@ class WorkerProcess:
         return False
 
     def _beat(self, what: bytes) -> None:
+        """Tell the master this worker lives, at most twice a second (a write per request
+        would wake the master as often)."""
+        now = time.monotonic()
+        if what == ALIVE and now - self._last_beat < HEARTBEAT_EVERY / 2:
+            return
+        self._last_beat = now
         with contextlib.suppress(OSError):  # a full pipe: the master knows we live
             os.write(self.heartbeat, what)
 
@@ -476,8 +496,9 @@ class WorkerProcess:
             )
             os._exit(1)
 
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, stop)
+        signal.signal(signal.SIGTERM, stop)
+        # CTRL-C on a terminal signals the whole group: the master stops the workers.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, dump)
         signal.signal(signal.SIGUSR1, report)
         signal.signal(signal.SIGUSR2, report)
@@ -485,4 +506,4 @@ class WorkerProcess:
         for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(signum, signal.SIG_IGN)  # the master's business
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {*GAP_SIGNALS, signal.SIGXCPU})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
