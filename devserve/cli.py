@@ -225,6 +225,7 @@ def _make_server(
         "reload_grace": settings.reload_grace,
         "on_changes": reloader.prepare_reload,
         "signal_actions": _signal_actions(settings, given),
+        "max_body": settings.limit_request_body * limits.MIB,
     }
     adopted = reloader.adopt_workers()
     if not settings.workers:

@@ -311,6 +311,13 @@ class Settings:
         parse=parse_mebibytes,
         metavar="MIB",
     )
+    limit_request_body: int = setting(
+        128,
+        "--limit-request-body",
+        help="MiB a request body may have: a bigger one gets 413 before the app sees it",
+        parse=parse_mebibytes,
+        metavar="MIB",
+    )
     limit_time_cpu: float = setting(
         60.0,
         "--limit-time-cpu",

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import re
 import socket
 import sys
 import threading
@@ -36,6 +37,9 @@ _access_logger = logging.getLogger("devserve.access")
 
 READ_SIZE = 65536
 MAX_HEAD = 65536  # bytes of request line and headers: above it, 431
+MAX_TARGET = 8192  # bytes of request target: above it, 414
+HEAD_TIMEOUT = 10.0  # seconds a request head may take to arrive once it has begun
+BODY_TIMEOUT = 30.0  # seconds a request body (or a response) may stall
 DISCARD_LIMIT = 1 << 20  # unread request body skipped to keep the connection; above it, close
 SERVER_HEADER = f"devserve/{__version__}".encode()
 
@@ -62,6 +66,7 @@ class ServerInfo:
     port: int
     multiprocess: bool = False  # prefork: several processes serve the app
     keep_alive: bool = True  # False: every response closes its connection (a busy worker)
+    max_body: int = 128 << 20  # bytes of request body: above it, 413
 
 
 class _ClientGone(Exception):
@@ -82,6 +87,7 @@ class HTTPConnection:
         app: WSGIApplication,
         server: ServerInfo,
         on_request: Callable[[RequestInfo | None], None] = lambda info: None,
+        received: bytes = b"",
     ) -> None:
         self.sock = sock
         self.client = client
@@ -91,6 +97,40 @@ class HTTPConnection:
         self.on_request = on_request  # told when a request starts (info) and ends (None)
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._outgoing = b""
+        self._head = bytearray()  # the raw bytes of the request head being received
+        self._head_deadline = 0.0  # once it has begun (0: not yet)
+        self._read_ahead: Any = None  # what feed() found: an event or a protocol error
+        self._body_read = 0
+        if received:  # read by the control loop of a previous image
+            self.feed(received)
+
+    @property
+    def head_complete(self) -> bool:
+        """A whole request head (or a malformed one) is in: serve() can answer it."""
+        return self._read_ahead is not None
+
+    @property
+    def received(self) -> bytes:
+        """The bytes of a request head received so far (none once it is complete)."""
+        return bytes(self._head)
+
+    def feed(self, data: bytes) -> bool:
+        """Take bytes read by someone else (the control loop reads request heads without
+        a thread). True once a thread should take over: a whole head arrived, or a
+        malformed one did (``serve()`` answers either)."""
+        if self._read_ahead is not None:
+            return True
+        self._head += data
+        self.h11.receive_data(data)
+        try:
+            event = self.h11.next_event()
+        except h11.RemoteProtocolError as error:
+            self._read_ahead = error
+            return True
+        if event is h11.NEED_DATA:
+            return False
+        self._read_ahead = event
+        return True
 
     def serve(self) -> bool:
         """Serve requests until the connection has none waiting. True when it stays open
@@ -112,21 +152,40 @@ class HTTPConnection:
     def _next_event(self) -> Any:
         """The next h11 event; a malformed request is answered here (and gives None)."""
         try:
-            while True:
-                event = self.h11.next_event()
-                if event is h11.NEED_DATA:
-                    self.h11.receive_data(self._recv())
-                    continue
-                problem = _check(event) if isinstance(event, h11.Request) else None
-                if problem is None:
-                    return event
-                self._reject(*problem)
-                return None
+            event = self._read_head()
+            problem = (
+                _check(event, self._head, self.server) if isinstance(event, h11.Request) else None
+            )
+            self._head = bytearray()
+            if problem is None:
+                return event
+            self._reject(*problem)
         except h11.RemoteProtocolError as error:
-            self._reject(error.error_status_hint, str(error))
+            self._reject(*_diagnose(error, self._head))
+        except TimeoutError:
+            self._reject(408, f"the request head took over {HEAD_TIMEOUT:g}s")
         except (OSError, _ClientGone):
             pass  # reset by the client
         return None
+
+    def _read_head(self) -> Any:
+        read_ahead, self._read_ahead = self._read_ahead, None
+        if isinstance(read_ahead, Exception):
+            raise read_ahead
+        if read_ahead is not None:
+            return read_ahead
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                self.sock.settimeout(BODY_TIMEOUT)
+                return event
+            if self._head_deadline:  # begun: the rest is due by then
+                self.sock.settimeout(max(0.001, self._head_deadline - time.monotonic()))
+            data = self._recv()
+            if data and not self._head_deadline:
+                self._head_deadline = time.monotonic() + HEAD_TIMEOUT
+            self._head += data
+            self.h11.receive_data(data)
 
     def _recv(self) -> bytes:
         if self.h11.they_are_waiting_for_100_continue:
@@ -152,15 +211,20 @@ class HTTPConnection:
             if event is h11.NEED_DATA:
                 try:
                     data = self._recv()
+                except TimeoutError:
+                    raise _ClientGone(f"the body stalled for {BODY_TIMEOUT:g}s", 408) from None
                 except OSError as error:
                     raise _ClientGone(str(error)) from error
                 self.h11.receive_data(data)
             elif isinstance(event, h11.Data):
+                self._body_read += len(event.data)
+                if self._body_read > self.server.max_body:
+                    raise _ClientGone(f"request body over {self.server.max_body} bytes", 413)
                 return bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 return b""
             else:  # ConnectionClosed: the body is shorter than announced
-                raise _ClientGone("the client closed the connection during the request body")
+                raise _ClientGone("the body ended before its announced length", 400)
 
     # --- responding ---
 
@@ -198,6 +262,9 @@ class HTTPConnection:
             self.h11.start_next_cycle()
         except (h11.ProtocolError, _ClientGone):
             return False
+        self._head = bytearray(self.h11.trailing_data[0])  # a pipelined request's start
+        self._head_deadline = time.monotonic() + HEAD_TIMEOUT if self._head else 0.0
+        self._body_read = 0
         return True
 
     def _send(self, event: Any, more: bool = False) -> None:
@@ -337,21 +404,31 @@ _FRAMING = (b"content-length", b"transfer-encoding")
 MAX_HEADERS = 100  # header lines in a request: above it, 431
 
 
-def _check(request: h11.Request) -> tuple[int, str] | None:
-    """What h11 lets through but a careful server refuses: (status, reason), or None."""
+def _check(
+    request: h11.Request, head: bytes | bytearray, server: ServerInfo
+) -> tuple[int, str] | None:
+    """What h11 lets through but a careful server refuses: (status, reason), or None.
+    ``head`` holds the raw bytes received for it (and maybe more)."""
     if request.http_version not in (b"1.1", b"1.0"):
         return 505, f"HTTP/{request.http_version.decode()} is not supported"
+    if len(request.target) > MAX_TARGET:
+        return 414, f"request target over {MAX_TARGET} bytes"
     headers = request.headers.raw_items()
     if len(headers) > MAX_HEADERS:
         return 431, f"more than {MAX_HEADERS} header lines"
     size = len(request.target) + sum(len(name) + len(value) + 4 for name, value in headers)
     if size > MAX_HEAD:
         return 431, f"request head over {MAX_HEAD} bytes"
+    if _OBSOLETE_FOLD.search(head, 0, _head_end(head)):
+        return 400, "obsolete line folding in a header (a header line starting with a space)"
     names = [name for name, _ in request.headers]  # lower-cased by h11
     if names.count(b"host") > 1:
         return 400, "more than one Host header"
     if b"transfer-encoding" in names and b"content-length" in names:
         return 400, "both Content-Length and Transfer-Encoding (a request smuggling vector)"
+    length = _content_length(request)
+    if length is not None and length > server.max_body:
+        return 413, f"request body of {length} bytes, over the limit of {server.max_body}"
     return None
 
 
@@ -361,6 +438,33 @@ def _plain_headers(body: bytes, close: bool) -> list[tuple[bytes, bytes]]:
         (b"Content-Length", str(len(body)).encode()),
     ]
     return [*headers, (b"Connection", b"close")] if close else headers
+
+
+_OBSOLETE_FOLD = re.compile(rb"\n[ \t]")
+
+
+def _head_end(head: bytes | bytearray) -> int:
+    """Where the head ends in ``head`` (the first empty line), or its length."""
+    ends = [index for index in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if index >= 0]
+    return min(ends) if ends else len(head)
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)  # h11 checked it is digits, and one value
+    return None
+
+
+def _diagnose(error: h11.RemoteProtocolError, head: bytes | bytearray) -> tuple[int, str]:
+    """The status for h11's rejection: an overlong request line is a 414, and framing
+    errors h11 calls 501 (an unknown transfer coding) are the client's: 400."""
+    status = error.error_status_hint
+    if status == 431 and b"\n" not in head:
+        return 414, f"request line over {MAX_HEAD} bytes"
+    if status == 501:
+        status = 400
+    return status, str(error)
 
 
 class RequestBody(io.RawIOBase):

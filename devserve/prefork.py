@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from devserve import limits as resource_limits
-from devserve.handler import HTTPConnection, RequestInfo, ServerInfo
+from devserve.handler import HEAD_TIMEOUT, HTTPConnection, RequestInfo, ServerInfo
 from devserve.reloader import GAP_SIGNALS, FileChanges
 from devserve.servers import ControlLoop, Outcome
 
@@ -45,7 +45,7 @@ HEARTBEAT_EVERY = 1.0  # seconds between an idle worker's heartbeats
 KILL_AFTER_QUIT = 3.0  # a worker past --limit-time-real: QUIT (its stack), then KILL
 BOOT_FAILURES_TOLERATED = 3  # workers dying before ready in a row: then back off
 MAX_BACKOFF = 30.0
-CONNECTION_TIMEOUT = 30.0  # a client silent this long mid-request frees its worker
+
 FORWARDED_SIGNALS = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 WORKER_SIGNALS = {*GAP_SIGNALS, signal.SIGCHLD, signal.SIGXCPU}
 
@@ -93,6 +93,7 @@ class PreforkServer(ControlLoop):
         signal_actions: Mapping[int, Callable[[], None]] | None = None,
         adopted: Iterable[Worker] = (),
         keep_adopted: bool = False,
+        max_body: int = ServerInfo.max_body,
     ) -> None:
         super().__init__(
             sock,
@@ -102,6 +103,7 @@ class PreforkServer(ControlLoop):
             signal_actions=signal_actions,
         )
         self.app = app
+        self.max_body = max_body
         self.target = workers
         self.limits = limits
         self.served_first = threading.Event()  # a first worker is ready (starts the watcher)
@@ -245,7 +247,13 @@ class PreforkServer(ControlLoop):
                 os.close(read_end)
                 self._selector.close()  # the master's; the worker has its own
                 code = WorkerProcess(
-                    self.app, self.listener, number, write_end, self.limits, self._master_pid
+                    self.app,
+                    self.listener,
+                    number,
+                    write_end,
+                    self.limits,
+                    self._master_pid,
+                    self.max_body,
                 ).run()
             except BaseException:
                 _logger.exception("worker #%d failed", number)
@@ -377,6 +385,7 @@ class WorkerProcess:
         heartbeat: int,
         limits: resource_limits.Limits,
         master_pid: int,
+        max_body: int = ServerInfo.max_body,
     ) -> None:
         self.app = app
         self.listener = listener
@@ -385,7 +394,9 @@ class WorkerProcess:
         self.limits = limits
         self.master_pid = master_pid
         host, port = listener.getsockname()[:2]
-        self.server_info = ServerInfo(host, port, multiprocess=True, keep_alive=False)
+        self.server_info = ServerInfo(
+            host, port, multiprocess=True, keep_alive=False, max_body=max_body
+        )
         self.stopping = False
         self.served = 0
         self._last_beat = 0.0
@@ -428,7 +439,7 @@ class WorkerProcess:
 
         resource_limits.arm_cpu_limit(self.limits.time_cpu)
         try:
-            connection.settimeout(CONNECTION_TIMEOUT)
+            connection.settimeout(HEAD_TIMEOUT)  # then the handler's own timeouts
             HTTPConnection(connection, client, self.app, self.server_info, track).serve()
         except Exception:
             _logger.exception("unexpected error while serving %s", client)

@@ -12,6 +12,7 @@ The same adoption serves systemd socket activation.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import logging
@@ -48,7 +49,8 @@ _logger = logging.getLogger(__name__)
 
 LISTEN_FD = 3  # the first descriptor systemd passes (SD_LISTEN_FDS_START)
 RELOAD_ENV = "DEVSERVE_RELOADING"  # "<first_seen> <decided> <exec_at> <what changed>"
-CONNECTIONS_ENV = "DEVSERVE_CONNECTION_FDS"  # "4,5": connections handed over by a reload
+# "4,5:<base64>": connections handed over by a reload, with what was read of their request
+CONNECTIONS_ENV = "DEVSERVE_CONNECTION_FDS"
 WORKERS_ENV = "DEVSERVE_WORKER_FDS"  # "<pid>:<number>:<heartbeat fd>,...": prefork workers
 # Signals blocked across the exec gap: delivered late to the new image, never fatal.
 GAP_SIGNALS = frozenset(
@@ -208,27 +210,32 @@ def _gap_signals_blocked() -> Iterator[None]:
 def reexec(
     listener: socket.socket,
     reload: Reload,
-    connections: Iterable[socket.socket] = (),
+    connections: Iterable[tuple[socket.socket, bytes]] = (),
     workers: Iterable[Any] = (),
 ) -> NoReturn:
     """Replace this process with a fresh image of itself: same PID, same command line,
     same interpreter options, same listen socket; accepted connections whose request was
-    not served yet go along (fds 4, 5, ... listed in ``DEVSERVE_CONNECTION_FDS``), and so do
+    not served yet go along (fds 4, 5, ... listed in ``DEVSERVE_CONNECTION_FDS``, each with
+    the start of its request head when one was read), and so do
     prefork workers, which serve on meanwhile (their heartbeat pipes next, listed with their
     PIDs in ``DEVSERVE_WORKER_FDS``)."""
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
     workers = list(workers)
+    connections = list(connections)
     with _gap_signals_blocked():
         logging.shutdown()  # flush the log before the image goes
         # First out of the way (above every target number), then onto 3, 4, 5...
-        passed = [sock.fileno() for sock in (listener, *connections)]
+        passed = [sock.fileno() for sock in (listener, *(c for c, _ in connections))]
         passed += [worker.heartbeat for worker in workers]
         above = LISTEN_FD + len(passed)
         high = [fcntl.fcntl(descriptor, fcntl.F_DUPFD_CLOEXEC, above) for descriptor in passed]
         for target, descriptor in enumerate(high, start=LISTEN_FD):
             os.dup2(descriptor, target, inheritable=True)
         heartbeats = range(LISTEN_FD + len(passed) - len(workers), LISTEN_FD + len(passed))
-        extra = ",".join(str(fd) for fd in range(LISTEN_FD + 1, heartbeats.start))
+        extra = ",".join(
+            f"{fd}:{base64.b64encode(received).decode()}" if received else str(fd)
+            for fd, (_, received) in enumerate(connections, start=LISTEN_FD + 1)
+        )
         numbered = zip(workers, heartbeats, strict=True)
         listed = ",".join(f"{w.pid}:{w.number}:{fd}" for w, fd in numbered)
         timing = f"{reload.first_seen} {reload.decided} {time.monotonic()} {reload.cause}"
@@ -260,16 +267,20 @@ def adopt_workers() -> list[tuple[int, int, int]]:
     return workers
 
 
-def adopt_connections() -> list[socket.socket]:
-    """The connections the previous image accepted but did not serve."""
+def adopt_connections() -> list[tuple[socket.socket, bytes]]:
+    """The connections the previous image accepted but did not serve, each with what was
+    read of its request."""
     listed = os.environ.pop(CONNECTIONS_ENV, "")
     connections = []
-    for item in listed.split(","):
-        if item.strip().isdigit():
-            with contextlib.suppress(OSError):
-                connection = socket.socket(fileno=int(item))
-                connection.set_inheritable(False)
-                connections.append(connection)
+    for item in filter(None, listed.split(",")):
+        descriptor, _, encoded = item.partition(":")
+        try:
+            received = base64.b64decode(encoded, validate=True)
+            connection = socket.socket(fileno=int(descriptor))
+        except (ValueError, OSError):
+            continue
+        connection.set_inheritable(False)
+        connections.append((connection, received))
     return connections
 
 

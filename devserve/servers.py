@@ -27,7 +27,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from devserve.errors import BindError
-from devserve.handler import HTTPConnection, RequestInfo, ServerInfo
+from devserve.handler import (
+    BODY_TIMEOUT,
+    HEAD_TIMEOUT,
+    READ_SIZE,
+    HTTPConnection,
+    RequestInfo,
+    ServerInfo,
+)
 from devserve.limits import Limits
 from devserve.reloader import GAP_SIGNALS, FileChanges, Reload, describe_paths
 
@@ -48,6 +55,7 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
+_access_logger = logging.getLogger("devserve.access")
 
 LISTEN_BACKLOG = 1024  # connections that arrive while devserve restarts wait here
 ACCEPT_BATCH = 32  # connections accepted per wake-up of the control loop
@@ -56,7 +64,11 @@ IDLE_CONNECTION_TIMEOUT = 30.0  # an accepted connection that sends nothing is c
 MAX_HELD = 512  # accepted connections waiting for their request or a thread; then backlog
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LIMITS_EVERY = 1.0  # seconds between two checks of the threaded server's limits
-LIMIT_RELOAD_GRACE = 60.0  # a reload for a limit waits this long for the other requests
+LIMIT_RELOAD_GRACE = 60.0
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 24\r\nConnection: close\r\n\r\nRequest head too slow.\r\n"
+)  # a reload for a limit waits this long for the other requests
 
 
 class Outcome(enum.Enum):
@@ -151,7 +163,7 @@ class RequestThread(threading.Thread):
 
     def __init__(self, work: Callable[[RequestThread], None], number: int) -> None:
         super().__init__(target=work, args=(self,), name=f"devserve.request.{number}")
-        self.jobs: queue.SimpleQueue[tuple[socket.socket, Any] | None] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[HeldConnection | None] = queue.SimpleQueue()
         self.connection: socket.socket | None = None  # None while idle in the pool
         self.request: RequestInfo | None = None
 
@@ -162,19 +174,19 @@ class RequestPool:
 
     def __init__(
         self,
-        serve: Callable[[socket.socket, Any], bool],
-        on_done: Callable[[socket.socket, Any, bool], None],
+        serve: Callable[[HeldConnection], bool],
+        on_done: Callable[[HeldConnection, bool], None],
         size: int | None,
     ) -> None:
         self.serve = serve  # serves a connection's requests; True: keep it open
-        self.on_done = on_done  # (connection, client, keep), from the thread that served it
+        self.on_done = on_done  # (connection, keep), from the thread that served it
         self._slots = threading.BoundedSemaphore(size) if size else None
         self._threads: set[RequestThread] = set()  # busy and idle
         self._idle: list[RequestThread] = []  # most recently used last
         self._lock = threading.Lock()
         self._count = 0
 
-    def try_serve(self, connection: socket.socket, client: Any) -> bool:
+    def try_serve(self, held: HeldConnection) -> bool:
         """Serve the connection on a pooled thread; False when --max-http-threads are busy."""
         if self._slots is not None and not self._slots.acquire(blocking=False):
             return False
@@ -185,8 +197,8 @@ class RequestPool:
                 self._count += 1
                 thread = RequestThread(self._work, self._count)
                 self._threads.add(thread)
-            thread.connection = connection
-        thread.jobs.put((connection, client))
+            thread.connection = held.connection
+        thread.jobs.put(held)
         if new:
             thread.start()
         return True
@@ -204,23 +216,23 @@ class RequestPool:
                 job = thread.jobs.get()  # picked just now: the connection is coming
             if job is None:
                 return
-            self._serve(thread, *job)
+            self._serve(thread, job)
 
-    def _serve(self, thread: RequestThread, connection: socket.socket, client: Any) -> None:
+    def _serve(self, thread: RequestThread, held: HeldConnection) -> None:
         keep = False
         try:
-            keep = self.serve(connection, client)
+            keep = self.serve(held)
         except Exception:
-            _logger.exception("unexpected error while serving %s", client)
+            _logger.exception("unexpected error while serving %s", held.client)
         finally:
             if not keep:
-                _close(connection)
+                _close(held.connection)
             with self._lock:
                 thread.connection = None
                 self._idle.append(thread)
             if self._slots is not None:
                 self._slots.release()
-            self.on_done(connection, client, keep)
+            self.on_done(held, keep)
 
     def busy(self) -> list[RequestThread]:
         """The threads serving a connection right now."""
@@ -236,11 +248,17 @@ class RequestPool:
 
 @dataclasses.dataclass(eq=False)
 class HeldConnection:
-    """An accepted connection whose request has not reached a thread yet."""
+    """An accepted connection whose request has not reached a thread yet. The control loop
+    reads its request head (a client that trickles it holds no thread)."""
 
     connection: socket.socket
     client: Any
-    accepted: float  # time.monotonic()
+    deadline: float  # time.monotonic() when it is closed if its request head is not in
+    http: HTTPConnection | None = None  # once its first bytes arrived
+
+    def received(self) -> bytes:
+        """What was read of its request so far, which the next image must see too."""
+        return self.http.received if self.http is not None else b""
 
 
 class ControlLoop:
@@ -278,7 +296,8 @@ class ControlLoop:
         self._draining = False
         self._outcome: Outcome | None = None
         self.unfinished = 0  # requests cut short when run() returned
-        self.handover: list[socket.socket] = []  # after a reload: connections for the next image
+        # After a reload: for the next image, connections with what was read of their request.
+        self.handover: list[tuple[socket.socket, bytes]] = []
         self.worker_handover: list[Any] = []  # after a reload: prefork workers for the next image
 
     @property
@@ -379,10 +398,11 @@ class ThreadedServer(ControlLoop):
         shutdown_grace: float = 5.0,
         reload_grace: float = 5.0,
         on_changes: Callable[[FileChanges], bool] | None = None,
-        connections: Iterable[socket.socket] = (),
+        connections: Iterable[tuple[socket.socket, bytes]] = (),
         signal_actions: Mapping[int, Callable[[], None]] | None = None,
         limits: Limits | None = None,
         paused: Callable[[], bool] = lambda: False,
+        max_body: int = ServerInfo.max_body,
     ) -> None:
         super().__init__(
             sock,
@@ -398,15 +418,17 @@ class ThreadedServer(ControlLoop):
         self._limits_checked = time.monotonic()
         self._past_limits: set[RequestThread] = set()  # a reload does not wait for these
         host, port = sock.getsockname()[:2]
-        self.server_info = ServerInfo(host, port)
+        self.server_info = ServerInfo(host, port, max_body=max_body)
         self.pool = RequestPool(self._serve_connection, self._connection_done, max_threads)
         self._waiting: dict[int, HeldConnection] = {}  # fd -> no request yet (in the selector)
         self._ready: collections.deque[HeldConnection] = collections.deque()  # need a thread
         self._accepting = False
         self._accept_retry = 0.0  # after running out of descriptors: when to try again
-        for connection in connections:  # handed over by the previous image
-            with contextlib.suppress(OSError):
-                self._hold(connection, connection.getpeername())
+        for connection, received in connections:  # handed over by the previous image
+            try:
+                self._hold(connection, connection.getpeername(), received)
+            except OSError:
+                connection.close()
 
     def handle_mode_event(self, event: Any) -> None:
         if event == "connection-done":
@@ -414,20 +436,29 @@ class ThreadedServer(ControlLoop):
         elif isinstance(event, HeldConnection):
             self._kept_alive(event)
 
-    def _serve_connection(self, connection: socket.socket, client: Any) -> bool:
+    def _http(self, held: HeldConnection, received: bytes = b"") -> HTTPConnection:
+        return HTTPConnection(
+            held.connection, held.client, self.app, self.server_info, received=received
+        )
+
+    def _serve_connection(self, held: HeldConnection) -> bool:
         thread = threading.current_thread()
 
         def track(info: RequestInfo | None) -> None:
             thread.request = info  # type: ignore[attr-defined]
 
-        return HTTPConnection(connection, client, self.app, self.server_info, track).serve()
+        held.connection.settimeout(BODY_TIMEOUT)  # blocking, but a stalled client ends
+        http = held.http or self._http(held)
+        http.on_request = track
+        return http.serve()
 
-    def _connection_done(self, connection: socket.socket, client: Any, keep: bool) -> None:
+    def _connection_done(self, held: HeldConnection, keep: bool) -> None:
         if not self.served_first.is_set():
             self.served_first.set()
         if keep:  # back to the selector until its next request
-            if not self.notify(HeldConnection(connection, client, time.monotonic())):
-                _close(connection)  # the server is gone
+            idle = HeldConnection(held.connection, held.client, self._idle_deadline())
+            if not self.notify(idle):
+                _close(held.connection)  # the server is gone
         # Otherwise wake the loop only when it waits for a thread or a drain.
         elif self._ready or self._draining or not self._accepting:
             self.notify("connection-done")
@@ -496,8 +527,19 @@ class ThreadedServer(ControlLoop):
                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._hold(connection, client)
 
-    def _hold(self, connection: socket.socket, client: Any) -> None:
-        held = HeldConnection(connection, client, time.monotonic())
+    def _idle_deadline(self) -> float:
+        return time.monotonic() + IDLE_CONNECTION_TIMEOUT
+
+    def _hold(self, connection: socket.socket, client: Any, received: bytes = b"") -> None:
+        connection.setblocking(False)  # the loop reads request heads as they come
+        held = HeldConnection(connection, client, self._idle_deadline())
+        if received:  # a request head begun before a reload
+            held.http = self._http(held, received)
+            held.deadline = time.monotonic() + HEAD_TIMEOUT
+            if held.http.head_complete:
+                self._ready.append(held)
+                self._serve_ready()
+                return
         self._selector.register(connection, selectors.EVENT_READ, held)
         self._waiting[connection.fileno()] = held
 
@@ -505,15 +547,32 @@ class ThreadedServer(ControlLoop):
         """A connection kept open after its request: wait for the next one (or, once the
         server drains, hand it to the next image or close it)."""
         if not self._draining:
+            held.connection.setblocking(False)
             self._selector.register(held.connection, selectors.EVENT_READ, held)
             self._waiting[held.connection.fileno()] = held
         elif self._outcome is Outcome.RELOAD:
-            self.handover.append(held.connection)
+            self.handover.append((held.connection, b""))
         else:
             held.connection.close()
         self._serve_ready()
 
     def _request_arrived(self, held: HeldConnection) -> None:
+        """Bytes (or the end) came: read them; once the request head is in, a thread
+        takes the connection."""
+        try:
+            data = held.connection.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # closed by the client (an idle keep-alive, or mid-head)
+            self._close_waiting(held)
+            return
+        if held.http is None:
+            held.http = self._http(held)
+            held.deadline = time.monotonic() + HEAD_TIMEOUT
+        if not held.http.feed(data):
+            return  # more to come
         self._selector.unregister(held.connection)
         del self._waiting[held.connection.fileno()]
         self._ready.append(held)
@@ -524,7 +583,7 @@ class ThreadedServer(ControlLoop):
             return  # the next image serves them
         while self._ready:
             held = self._ready[0]
-            if not self.pool.try_serve(held.connection, held.client):
+            if not self.pool.try_serve(held):
                 return  # all --max-http-threads busy: the next connection-done resumes
             self._ready.popleft()
 
@@ -532,18 +591,27 @@ class ThreadedServer(ControlLoop):
         timeouts = [self._accept_retry - time.monotonic()] if not self._accepting else []
         if self.limits.time_real or self.limits.memory_soft:
             timeouts.append(self._limits_checked + LIMITS_EVERY - time.monotonic())
-        if self._waiting:  # in accept order: the first is the oldest
-            oldest = next(iter(self._waiting.values()))
-            timeouts.append(oldest.accepted + IDLE_CONNECTION_TIMEOUT - time.monotonic())
+        if self._waiting:
+            timeouts.append(
+                min(held.deadline for held in self._waiting.values()) - time.monotonic()
+            )
         return max(0.0, min(timeouts)) if timeouts else None
 
     def _expire_idle(self) -> None:
-        limit = time.monotonic() - IDLE_CONNECTION_TIMEOUT
-        while self._waiting:
-            oldest = next(iter(self._waiting.values()))
-            if oldest.accepted > limit:
-                return
-            self._close_waiting(oldest)
+        """Close the connections that sent nothing for IDLE_CONNECTION_TIMEOUT, and answer
+        408 to those whose request head did not arrive within HEAD_TIMEOUT."""
+        now = time.monotonic()
+        for held in [held for held in self._waiting.values() if held.deadline <= now]:
+            if held.http is not None:
+                _access_logger.warning(
+                    "%s request head not received within %gs: 408",
+                    held.http.client_host,
+                    HEAD_TIMEOUT,
+                    extra={"status": 408},
+                )
+                with contextlib.suppress(OSError):  # best effort: the socket is non-blocking
+                    held.connection.send(_REQUEST_TIMEOUT)
+            self._close_waiting(held)
 
     def _close_waiting(self, held: HeldConnection) -> None:
         self._selector.unregister(held.connection)
@@ -610,7 +678,9 @@ class ThreadedServer(ControlLoop):
             self._selector.unregister(held.connection)
         self._waiting.clear()
         if self._outcome is Outcome.RELOAD:
-            self.handover = [held.connection for held in (*waiting, *self._ready)]
+            self.handover = [
+                (held.connection, held.received()) for held in (*waiting, *self._ready)
+            ]
             self._ready.clear()
         else:
             for held in waiting:
@@ -651,7 +721,7 @@ class ThreadedServer(ControlLoop):
             if isinstance(event, HeldConnection):
                 held.append(event)
         self._waiting.clear()
-        for connection in [*(h.connection for h in held), *self.handover]:
+        for connection in [*(h.connection for h in held), *(c for c, _ in self.handover)]:
             connection.close()
         self._close_loop()
         with contextlib.suppress(OSError):

@@ -511,6 +511,30 @@ def test_connection_accepted_before_a_reload_is_served_after_it(
             client.close()
 
 
+def test_request_head_split_across_a_reload_is_served_after_it(
+    devserve: StartDevserve, addons: Path
+) -> None:
+    """A client halfway through its request head when the reload happens: what the old
+    image read of it goes to the new image with the connection, which answers it."""
+    import socket
+
+    server = start_reloading(devserve, addons)
+    client = socket.create_connection((server.host, server.port), timeout=10)
+    try:
+        client.sendall(b"GET /version HTTP/1.1\r\nHo")
+        # Another request, answered once the loop went round: it has read those bytes.
+        assert version_of(server) == "v1"
+        set_version(addons / "demo", "v2")
+        wait_reloads(server, 1)
+        client.sendall(b"st: test\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(4096):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"v2"), answer
+    finally:
+        client.close()
+
+
 def test_kept_alive_connection_survives_reloads(devserve: StartDevserve, addons: Path) -> None:
     """A browser's kept-alive connection is handed to each new image: the same connection
     gets the new code, with no reconnect."""
