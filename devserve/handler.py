@@ -40,6 +40,7 @@ MAX_HEAD = 65536  # bytes of request line and headers: above it, 431
 MAX_TARGET = 8192  # bytes of request target: above it, 414
 HEAD_TIMEOUT = 10.0  # seconds a request head may take to arrive once it has begun
 BODY_TIMEOUT = 30.0  # seconds a request body (or a response) may stall
+CONTINUE_WAIT = 1.0  # seconds to wait for a body the app did not ask for (100-continue)
 DISCARD_LIMIT = 1 << 20  # unread request body skipped to keep the connection; above it, close
 SERVER_HEADER = f"devserve/{__version__}".encode()
 
@@ -96,7 +97,7 @@ class HTTPConnection:
         self.server = server
         self.on_request = on_request  # told when a request starts (info) and ends (None)
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        self._outgoing = b""
+        self._responding = False  # a response to the current request has begun
         self._head = bytearray()  # the raw bytes of the request head being received
         self._head_deadline = 0.0  # once it has begun (0: not yet)
         self._read_ahead: Any = None  # what feed() found: an event or a protocol error
@@ -188,8 +189,9 @@ class HTTPConnection:
             self.h11.receive_data(data)
 
     def _recv(self) -> bytes:
-        if self.h11.they_are_waiting_for_100_continue:
-            self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        if self.h11.they_are_waiting_for_100_continue and not self._responding:
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._responding = False
         return self.sock.recv(READ_SIZE)
 
     def _reject(self, status: int, reason: str) -> None:
@@ -197,9 +199,9 @@ class HTTPConnection:
         _access_logger.warning(
             "%s bad request (%d): %s", self.client_host, status, reason, extra={"status": status}
         )
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._responding:
             return  # a response was under way: closing is all that is left
-        self._send_raw_error(status, f"Bad request: {reason}\n".encode())
+        self.send_error(status, f"Bad request: {reason}\n".encode())
 
     def read_body(self, limit: int) -> bytes:
         """Up to ``limit`` bytes of the request body (less only at its end)."""
@@ -254,53 +256,69 @@ class HTTPConnection:
         return response.complete
 
     def _finish_cycle(self) -> bool:
-        """Skip what the app left of the request body, then expect the next request."""
+        """Skip what the app left of the request body, then expect the next request (h11
+        only parses: a fresh parser takes what followed this request)."""
+        # Answered without reading a body announced with "Expect: 100-continue": the client
+        # may send it anyway, or not at all. Skip it if it comes soon, else close.
+        waiting = self.h11.they_are_waiting_for_100_continue
         skipped = 0
         try:
+            if waiting:
+                self.sock.settimeout(CONTINUE_WAIT)
             while self.h11.their_state is h11.SEND_BODY and skipped <= DISCARD_LIMIT:
                 skipped += len(self.read_body(READ_SIZE)) or 1
-            self.h11.start_next_cycle()
-        except (h11.ProtocolError, _ClientGone):
+            if waiting:
+                self.sock.settimeout(BODY_TIMEOUT)
+        except (h11.ProtocolError, _ClientGone, OSError):
             return False
-        self._head = bytearray(self.h11.trailing_data[0])  # a pipelined request's start
+        if self.h11.their_state is not h11.DONE:
+            return False
+        following, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.h11.receive_data(following)
+        if closed:
+            self.h11.receive_data(b"")
+        self._responding = False
+        self._head = bytearray(following)  # a pipelined request's start
         self._head_deadline = time.monotonic() + HEAD_TIMEOUT if self._head else 0.0
         self._body_read = 0
         return True
 
-    def _send(self, event: Any, more: bool = False) -> None:
-        """Send an event; with ``more``, keep its bytes for the next send (a response head
-        and the start of its body leave in one segment)."""
-        self._outgoing += self.h11.send(event) or b""
-        if not more and self._outgoing:
-            data, self._outgoing = self._outgoing, b""
-            try:
-                self.sock.sendall(data)
-            except OSError as error:
-                raise _ClientGone(str(error)) from error
+    def _write(self, data: bytes) -> None:
+        self._responding = True
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            raise _ClientGone(str(error)) from error
 
-    def _send_raw_error(self, status: int, body: bytes) -> None:
-        """Answer outside h11's state machine, which a failed response left unusable; only
-        while nothing of that response went out. The connection closes after it."""
-        self._outgoing = b""
-        reason = HTTPStatus(status).phrase
-        head = f"HTTP/1.1 {status} {reason}\r\n".encode() + b"".join(
-            name + b": " + value + b"\r\n" for name, value in _plain_headers(body, close=True)
-        )
+    def send_error(self, status: int, body: bytes, close: bool = True) -> None:
+        """A plain-text error response; unless told otherwise, the connection closes."""
+        self._responding = True
+        head = _head(status, HTTPStatus(status).phrase.encode(), _plain_headers(body, close))
         with contextlib.suppress(OSError):
-            self.sock.sendall(head + b"\r\n" + body)
+            self.sock.sendall(head + body)
+
+
+class _InvalidResponse(Exception):
+    """The app's response breaks HTTP (a bad header, more bytes than its Content-Length)."""
 
 
 class _Response:
-    """One request's trip through the app: environ in, status, headers and body out."""
+    """One request's trip through the app: environ in, status, headers and body out. The
+    bytes are written here (h11 only parses requests: its writer validates every header
+    again, which cost a third of a small request's time)."""
 
     def __init__(self, connection: HTTPConnection, request: h11.Request) -> None:
         self.connection = connection
         self.request = request
-        self.head = request.method == b"HEAD"
+        self.head_only = request.method == b"HEAD"
         self.status_code = 0  # once start_response was called
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.headers_sent = False
+        self.headers_sent = False  # written to the socket
+        self.framing = ""  # "length", "chunked", "close" (the end of the body is the close), "none"
+        self.length = 0  # with "length": the Content-Length
+        self.keep_alive = False
         self.sent = 0  # body bytes
         self.complete = False  # the whole response went out and the connection can go on
 
@@ -318,18 +336,18 @@ class _Response:
                 close = getattr(body, "close", None)
                 if close is not None:
                     close()
-            self._send_head()  # an empty body
-            self.connection._send(h11.EndOfMessage())
-            self.complete = True
+            self._end()
+            self.complete = self.keep_alive
         except _ClientGone as gone:
             if gone.status:  # a malformed body, not a vanished client
-                self._fail(gone.status, f"Bad request body: {gone}\n".encode(), close=True)
-        except h11.LocalProtocolError as error:  # e.g. more bytes than its Content-Length
+                self._fail(gone.status, f"Bad request body: {gone}\n".encode())
+        except _InvalidResponse as error:
             _logger.warning("invalid response to %s: %s", self._describe(), error)
             self._fail(500, f"Internal Server Error: invalid response: {error}\n".encode())
         except Exception:
             _logger.exception("error in the app while serving %s", self._describe())
-            self._fail(500, b"Internal Server Error: the app raised an exception; see the log.\n")
+            message = b"Internal Server Error: the app raised an exception; see the log.\n"
+            self._fail(500, message, close=not self._may_keep_alive())
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -350,10 +368,31 @@ class _Response:
     def write(self, data: bytes) -> None:
         if not self.status_code:
             raise AssertionError("write() before start_response()")
-        self._send_head()
-        if not self.head:
-            self.connection._send(h11.Data(data=data))
+        head = b"" if self.headers_sent else self._compose_head()
+        if self.framing == "none" or not data:
+            payload = b""
+        elif self.framing == "chunked":
+            payload = b"%x\r\n%s\r\n" % (len(data), data)
+        else:
+            if self.framing == "length" and self.sent + len(data) > self.length:
+                raise _InvalidResponse(f"more body than its Content-Length of {self.length} bytes")
+            payload = data
+        if head or payload:
+            self.connection._write(head + payload)
+            self.headers_sent = True
+        if payload:
             self.sent += len(data)
+
+    def _end(self) -> None:
+        if not self.headers_sent:
+            self.write(b"")  # the head of an empty body
+        if self.framing == "chunked":
+            self.connection._write(b"0\r\n\r\n")
+        elif self.framing == "length" and self.sent < self.length:
+            self.keep_alive = False  # the client waits for bytes that never come: close
+            raise _InvalidResponse(
+                f"{self.sent} bytes of body for a Content-Length of {self.length}"
+            )
 
     def _set_length(self, body: list[bytes] | tuple[bytes, ...]) -> None:
         """A body given whole gets a Content-Length, saving chunked encoding."""
@@ -362,42 +401,89 @@ class _Response:
         if not any(name.lower() in _FRAMING for name, _ in self.headers):
             self.headers.append((b"Content-Length", str(sum(map(len, body))).encode()))
 
-    def _send_head(self) -> None:
-        if self.headers_sent:
-            return
-        names = {name.lower() for name, _ in self.headers}
-        extra = [(b"Server", SERVER_HEADER)] if b"server" not in names else []
+    def _compose_head(self) -> bytes:
+        """The status line and headers, with devserve's framing: Content-Length when the
+        app gave one, else chunked (HTTP/1.1) or the end of the connection (HTTP/1.0)."""
+        headers = []
+        names = set()
+        length = None
+        app_closes = False
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == b"transfer-encoding":
+                continue  # the framing is the server's
+            if lowered == b"content-length":
+                if not value.isdigit():
+                    raise _InvalidResponse(f"Content-Length {value!r} is not a number")
+                length = int(value)
+            elif lowered == b"connection" and b"close" in value.lower():
+                app_closes = True
+            names.add(lowered)
+            headers.append((name, value))
+        _validate(headers)
+        request = self.request
+        keep_alive = self._may_keep_alive() and not app_closes
+        if self.head_only or self.status_code in (204, 304) or self.status_code < 200:
+            self.framing = "none"
+        elif length is not None:
+            self.framing, self.length = "length", length
+        elif request.http_version == b"1.1":
+            self.framing = "chunked"
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        else:
+            self.framing, keep_alive = "close", False
+        if b"server" not in names:
+            headers.append((b"Server", SERVER_HEADER))
         if b"date" not in names:
-            extra.append((b"Date", http_date()))
-        if not self.connection.server.keep_alive and b"connection" not in names:
-            extra.append((b"Connection", b"close"))
-        head = h11.Response(
-            status_code=self.status_code, headers=self.headers + extra, reason=self.reason
-        )
-        self.connection._send(head, more=True)
-        self.headers_sent = True
+            headers.append((b"Date", http_date()))
+        if not keep_alive and b"connection" not in names:
+            headers.append((b"Connection", b"close"))
+        self.keep_alive = keep_alive
+        return _head(self.status_code, self.reason, headers)
 
-    def _fail(self, status: int, body: bytes, close: bool = False) -> None:
+    def _fail(self, status: int, body: bytes, close: bool = True) -> None:
         """Answer with an error instead, if nothing of the response reached the client
         (otherwise closing the connection is all that is left)."""
-        if self.headers_sent and not self.connection._outgoing:
+        if self.headers_sent:
             return  # the client has part of the response already
-        if self.headers_sent:  # the head is still ours, but h11 committed to it: go around
-            self.status_code = status
-            self.connection._send_raw_error(status, body)
-            return
         self.status_code = status
-        self.reason = HTTPStatus(status).phrase.encode()
-        self.headers = _plain_headers(body, close)
-        try:
-            self.write(body)
-            self.connection._send(h11.EndOfMessage())
-            self.complete = True
-        except (_ClientGone, h11.LocalProtocolError):
-            pass
+        self.connection.send_error(status, body, close)
+        self.complete = not close
+
+    def _may_keep_alive(self) -> bool:
+        request = self.request
+        return (
+            self.connection.server.keep_alive
+            and request.http_version == b"1.1"
+            and b"close" not in _connection_options(request.headers)
+        )
 
     def _describe(self) -> str:
         return f"{self.request.method.decode('latin-1')} {self.request.target.decode('latin-1')}"
+
+
+_TOKENS = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+(?:\n[-!#$%&'*+.^_`|~0-9A-Za-z]+)*")
+_LINE_BREAK = re.compile(rb"[\r\n\0]")
+
+
+def _validate(headers: list[tuple[bytes, bytes]]) -> None:
+    """No header injection: names are tokens, values hold no line break or NUL (checked
+    all at once: this runs for every response)."""
+    if not headers:
+        return
+    if not _TOKENS.fullmatch(b"\n".join(name for name, _ in headers)):
+        raise _InvalidResponse("a header name that is not a token")
+    if _LINE_BREAK.search(b"".join(value for _, value in headers)):
+        raise _InvalidResponse("a header value with a line break or a NUL")
+
+
+def _head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    return b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, lines)
+
+
+def _connection_options(headers: Any) -> bytes:
+    return b",".join(value for name, value in headers if name == b"connection").lower()
 
 
 _FRAMING = (b"content-length", b"transfer-encoding")
