@@ -413,19 +413,17 @@ class WorkerProcess:
         selector.register(self._wake_read, selectors.EVENT_READ, "wake")
         self._beat(READY)
         while not self.stopping:
-            ready = selector.select(HEARTBEAT_EVERY)
             self._beat(ALIVE)
-            if os.getppid() != self.master_pid:
-                _logger.warning("worker #%d: the master is gone; exiting", self.number)
-                break
-            if not any(key.data == "accept" for key, _ in ready) or self.stopping:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_read, 4096)
-                continue
-            try:
+            try:  # under load a connection is waiting: no need to ask the selector first
                 connection, client = self.listener.accept()
             except (BlockingIOError, ConnectionAbortedError, InterruptedError):
-                continue  # another worker took it
+                selector.select(HEARTBEAT_EVERY)  # idle: wait for one (or a signal)
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+                if os.getppid() != self.master_pid:
+                    _logger.warning("worker #%d: the master is gone; exiting", self.number)
+                    break
+                continue
             self._serve(connection, client)
             if self._over_limits():
                 break
