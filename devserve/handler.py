@@ -70,6 +70,14 @@ class ServerInfo:
     max_body: int = 128 << 20  # bytes of request body: above it, 413
 
 
+def log_bad_request(client: str, status: int, reason: str) -> None:
+    """One line per refused request, its reason cut short (it may quote the request)."""
+    shown = reason if len(reason) <= 200 else reason[:200] + "..."
+    _access_logger.warning(
+        "%s bad request (%d): %s", client, status, shown, extra={"status": status}
+    )
+
+
 class _ClientGone(Exception):
     """The client closed the connection, or broke the protocol, in the request body."""
 
@@ -121,8 +129,9 @@ class HTTPConnection:
         malformed one did (``serve()`` answers either)."""
         if self._read_ahead is not None:
             return True
-        self._head += data
-        self.h11.receive_data(data)
+        if data:
+            self._head += data
+            self.h11.receive_data(data)
         try:
             event = self.h11.next_event()
         except h11.RemoteProtocolError as error:
@@ -145,8 +154,10 @@ class HTTPConnection:
                 return False
             if not self._finish_cycle():
                 return False
-            if not self.h11.trailing_data[0]:
-                return True  # idle: nothing pipelined behind
+            if not self._head or not self.feed(b""):
+                # Idle, or the start of a pipelined head: the caller waits for the rest
+                # without a thread (see ``received``).
+                return True
 
     # --- receiving ---
 
@@ -196,9 +207,7 @@ class HTTPConnection:
 
     def _reject(self, status: int, reason: str) -> None:
         """Answer a request that never reaches the app; the connection closes after."""
-        _access_logger.warning(
-            "%s bad request (%d): %s", self.client_host, status, reason, extra={"status": status}
-        )
+        log_bad_request(self.client_host, status, reason)
         if self._responding:
             return  # a response was under way: closing is all that is left
         self.send_error(status, f"Bad request: {reason}\n".encode())
@@ -340,6 +349,7 @@ class _Response:
             self.complete = self.keep_alive
         except _ClientGone as gone:
             if gone.status:  # a malformed body, not a vanished client
+                log_bad_request(self.connection.client_host, gone.status, str(gone))
                 self._fail(gone.status, f"Bad request body: {gone}\n".encode())
         except _InvalidResponse as error:
             _logger.warning("invalid response to %s: %s", self._describe(), error)
@@ -427,7 +437,7 @@ class _Response:
             self.framing = "none"
         elif length is not None:
             self.framing, self.length = "length", length
-        elif request.http_version == b"1.1":
+        elif request.http_version != b"1.0":
             self.framing = "chunked"
             headers.append((b"Transfer-Encoding", b"chunked"))
         else:
@@ -454,7 +464,7 @@ class _Response:
         request = self.request
         return (
             self.connection.server.keep_alive
-            and request.http_version == b"1.1"
+            and request.http_version != b"1.0"
             and b"close" not in _connection_options(request.headers)
         )
 
@@ -495,10 +505,25 @@ def _check(
 ) -> tuple[int, str] | None:
     """What h11 lets through but a careful server refuses: (status, reason), or None.
     ``head`` holds the raw bytes received for it (and maybe more)."""
-    if request.http_version not in (b"1.1", b"1.0"):
-        return 505, f"HTTP/{request.http_version.decode()} is not supported"
+    return _check_request_line(request) or _check_headers(request, head, server)
+
+
+def _check_request_line(request: h11.Request) -> tuple[int, str] | None:
+    version = request.http_version
+    if not version.startswith(b"1."):  # HTTP/1.2 would be served as 1.1 (RFC 9112)
+        return 505, f"HTTP/{version.decode()} is not supported"
+    if len(request.method) > MAX_METHOD:
+        return 400, f"method over {MAX_METHOD} bytes"
     if len(request.target) > MAX_TARGET:
         return 414, f"request target over {MAX_TARGET} bytes"
+    if request.method == b"CONNECT":
+        return 405, "CONNECT: a WSGI server does not tunnel"
+    return None
+
+
+def _check_headers(
+    request: h11.Request, head: bytes | bytearray, server: ServerInfo
+) -> tuple[int, str] | None:
     headers = request.headers.raw_items()
     if len(headers) > MAX_HEADERS:
         return 431, f"more than {MAX_HEADERS} header lines"
@@ -507,11 +532,19 @@ def _check(
         return 431, f"request head over {MAX_HEAD} bytes"
     if _OBSOLETE_FOLD.search(head, 0, _head_end(head)):
         return 400, "obsolete line folding in a header (a header line starting with a space)"
+    if _CONTROL.search(b"".join(value for _, value in headers)):
+        return 400, "a control character in a header value"
     names = [name for name, _ in request.headers]  # lower-cased by h11
-    if names.count(b"host") > 1:
+    hosts = [value for name, value in request.headers if name == b"host"]
+    if len(hosts) > 1:
         return 400, "more than one Host header"
-    if b"transfer-encoding" in names and b"content-length" in names:
-        return 400, "both Content-Length and Transfer-Encoding (a request smuggling vector)"
+    if hosts and not _HOST.fullmatch(hosts[0]):
+        return 400, "an invalid Host header"
+    if b"transfer-encoding" in names:
+        if b"content-length" in names:
+            return 400, "both Content-Length and Transfer-Encoding (a request smuggling vector)"
+        if request.http_version == b"1.0":
+            return 400, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112: faulty framing)"
     length = _content_length(request)
     if length is not None and length > server.max_body:
         return 413, f"request body of {length} bytes, over the limit of {server.max_body}"
@@ -526,13 +559,18 @@ def _plain_headers(body: bytes, close: bool) -> list[tuple[bytes, bytes]]:
     return [*headers, (b"Connection", b"close")] if close else headers
 
 
+MAX_METHOD = 32  # bytes of method name
 _OBSOLETE_FOLD = re.compile(rb"\n[ \t]")
+_HEAD_END = re.compile(rb"\n\r?\n")  # as h11 reads it: a line ends with LF, CR optional
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # tab is fine
+# RFC 3986's host (a name, IPv4, or an [IPv6] literal) with an optional port.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
 
 
 def _head_end(head: bytes | bytearray) -> int:
     """Where the head ends in ``head`` (the first empty line), or its length."""
-    ends = [index for index in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if index >= 0]
-    return min(ends) if ends else len(head)
+    match = _HEAD_END.search(head)
+    return match.start() if match else len(head)
 
 
 def _content_length(request: h11.Request) -> int | None:

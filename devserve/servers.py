@@ -34,6 +34,7 @@ from devserve.handler import (
     HTTPConnection,
     RequestInfo,
     ServerInfo,
+    log_bad_request,
 )
 from devserve.limits import Limits
 from devserve.reloader import GAP_SIGNALS, FileChanges, Reload, describe_paths
@@ -55,7 +56,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-_access_logger = logging.getLogger("devserve.access")
 
 LISTEN_BACKLOG = 1024  # connections that arrive while devserve restarts wait here
 ACCEPT_BATCH = 32  # connections accepted per wake-up of the control loop
@@ -457,6 +457,8 @@ class ThreadedServer(ControlLoop):
             self.served_first.set()
         if keep:  # back to the selector until its next request
             idle = HeldConnection(held.connection, held.client, self._idle_deadline())
+            if held.http is not None and held.http.received:  # a pipelined head begun
+                idle.http, idle.deadline = held.http, time.monotonic() + HEAD_TIMEOUT
             if not self.notify(idle):
                 _close(held.connection)  # the server is gone
         # Otherwise wake the loop only when it waits for a thread or a drain.
@@ -603,12 +605,8 @@ class ThreadedServer(ControlLoop):
         now = time.monotonic()
         for held in [held for held in self._waiting.values() if held.deadline <= now]:
             if held.http is not None:
-                _access_logger.warning(
-                    "%s request head not received within %gs: 408",
-                    held.http.client_host,
-                    HEAD_TIMEOUT,
-                    extra={"status": 408},
-                )
+                reason = f"the request head took over {HEAD_TIMEOUT:g}s"
+                log_bad_request(held.http.client_host, 408, reason)
                 with contextlib.suppress(OSError):  # best effort: the socket is non-blocking
                     held.connection.send(_REQUEST_TIMEOUT)
             self._close_waiting(held)
