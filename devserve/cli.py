@@ -218,7 +218,7 @@ def _make_server(
     paused: Callable[[], bool],
 ) -> Any:
     """The server of the mode asked for: threaded, or prefork with ``--workers``."""
-    from devserve import limits, reloader, servers
+    from devserve import app, limits, reloader, servers
 
     common: dict[str, Any] = {
         "shutdown_grace": settings.shutdown_grace,
@@ -255,6 +255,7 @@ def _make_server(
         limits=limits.Limits.from_settings(settings, debugging=_post_mortem_asked(settings)),
         adopted=workers,
         keep_adopted=broken and bool(workers),
+        report_roots=app.watch_roots(settings, given),
         **common,
     )
 

@@ -41,7 +41,7 @@ _logger = logging.getLogger(__name__)
 
 READY = b"r"  # a worker's first heartbeat: it accepts from now on
 ALIVE = b"."  # every loop turn and after each request
-HEARTBEAT_EVERY = 1.0  # seconds between an idle worker's heartbeats
+HEARTBEAT_EVERY = 1.0  # seconds between an idle worker's heartbeats (at most)
 KILL_AFTER_QUIT = 3.0  # a worker past --limit-time-real: QUIT (its stack), then KILL
 BOOT_FAILURES_TOLERATED = 3  # workers dying before ready in a row: then back off
 MAX_BACKOFF = 30.0
@@ -94,6 +94,7 @@ class PreforkServer(ControlLoop):
         adopted: Iterable[Worker] = (),
         keep_adopted: bool = False,
         max_body: int = ServerInfo.max_body,
+        report_roots: Iterable[str] = (),
     ) -> None:
         super().__init__(
             sock,
@@ -104,6 +105,7 @@ class PreforkServer(ControlLoop):
         )
         self.app = app
         self.max_body = max_body
+        self.report_roots = list(report_roots)  # where a worker's cache report looks
         self.target = workers
         self.limits = limits
         self.served_first = threading.Event()  # a first worker is ready (starts the watcher)
@@ -254,6 +256,7 @@ class PreforkServer(ControlLoop):
                     self.limits,
                     self._master_pid,
                     self.max_body,
+                    self.report_roots,
                 ).run()
             except BaseException:
                 _logger.exception("worker #%d failed", number)
@@ -331,6 +334,9 @@ class PreforkServer(ControlLoop):
         """TERM every worker (each finishes its request), wait up to the grace period (a
         second INT/TERM ends the wait), then KILL what is left."""
         self._draining = True
+        # The workers share the listen socket: shut down, it refuses new clients in all.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         everyone = [*self.workers.values(), *self.old.values()]
         for worker in everyone:
             self._terminate(worker)
@@ -386,6 +392,7 @@ class WorkerProcess:
         limits: resource_limits.Limits,
         master_pid: int,
         max_body: int = ServerInfo.max_body,
+        report_roots: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.listener = listener
@@ -400,6 +407,9 @@ class WorkerProcess:
         self.stopping = False
         self.served = 0
         self._last_beat = 0.0
+        # Well within --limit-time-real, so an idle worker is never taken for a stuck one.
+        self.heartbeat_every = min(HEARTBEAT_EVERY, (limits.time_real or HEARTBEAT_EVERY) / 4)
+        self.report_roots = report_roots
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -417,13 +427,15 @@ class WorkerProcess:
             try:  # under load a connection is waiting: no need to ask the selector first
                 connection, client = self.listener.accept()
             except (BlockingIOError, ConnectionAbortedError, InterruptedError):
-                selector.select(HEARTBEAT_EVERY)  # idle: wait for one (or a signal)
+                selector.select(self.heartbeat_every)  # idle: wait for one (or a signal)
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_read, 4096)
                 if os.getppid() != self.master_pid:
                     _logger.warning("worker #%d: the master is gone; exiting", self.number)
                     break
                 continue
+            except OSError:  # the master shut the listen socket down: stopping
+                break
             self._serve(connection, client)
             if self._over_limits():
                 break
@@ -471,7 +483,7 @@ class WorkerProcess:
         """Tell the master this worker lives, at most twice a second (a write per request
         would wake the master as often)."""
         now = time.monotonic()
-        if what == ALIVE and now - self._last_beat < HEARTBEAT_EVERY / 2:
+        if what == ALIVE and now - self._last_beat < self.heartbeat_every / 2:
             return
         self._last_beat = now
         with contextlib.suppress(OSError):  # a full pipe: the master knows we live
@@ -494,7 +506,7 @@ class WorkerProcess:
             from devserve import debug
 
             if not reporter:
-                reporter.append(debug.CacheReporter())
+                reporter.append(debug.CacheReporter(self.report_roots))
             reporter[0].request(signum == signal.SIGUSR2)
 
         def out_of_cpu(signum: int, frame: Any) -> None:
