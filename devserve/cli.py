@@ -205,6 +205,12 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
         pidfile.remove()
 
 
+def _debugger_attached() -> bool:
+    """Run under debugpy or PyCharm's debugger (pydevd): a developer may pause at a
+    breakpoint for as long as they like, so the time limits are off."""
+    return "debugpy" in sys.modules or "pydevd" in sys.modules or sys.gettrace() is not None
+
+
 def _post_mortem_asked(settings: config.Settings) -> bool:
     return bool(set(settings.dev) & set(config.POST_MORTEM))
 
@@ -238,7 +244,7 @@ def _make_server(
             sock,
             max_threads=settings.max_http_threads,
             connections=reloader.adopt_connections(),
-            limits=limits.Limits.from_settings(settings),
+            limits=limits.Limits.from_settings(settings, debugging=_debugger_attached()),
             paused=paused,
             **common,
         )
@@ -252,7 +258,9 @@ def _make_server(
         application,
         sock,
         workers=settings.workers,
-        limits=limits.Limits.from_settings(settings, debugging=_post_mortem_asked(settings)),
+        limits=limits.Limits.from_settings(
+            settings, debugging=_post_mortem_asked(settings) or _debugger_attached()
+        ),
         adopted=workers,
         keep_adopted=broken and bool(workers),
         report_roots=app.watch_roots(settings, given),

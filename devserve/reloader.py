@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -51,6 +51,7 @@ LISTEN_FD = 3  # the first descriptor systemd passes (SD_LISTEN_FDS_START)
 RELOAD_ENV = "DEVSERVE_RELOADING"  # "<first_seen> <decided> <exec_at> <what changed>"
 # "4,5:<base64>": connections handed over by a reload, with what was read of their request
 CONNECTIONS_ENV = "DEVSERVE_CONNECTION_FDS"
+ADAPTER_STOP_TIMEOUT = 3.0  # seconds for debugpy's adapter to end before a reload goes on
 WORKERS_ENV = "DEVSERVE_WORKER_FDS"  # "<pid>:<number>:<heartbeat fd>,...": prefork workers
 # Signals blocked across the exec gap: delivered late to the new image, never fatal.
 GAP_SIGNALS = frozenset(
@@ -220,6 +221,9 @@ def reexec(
     prefork workers, which serve on meanwhile (their heartbeat pipes next, listed with their
     PIDs in ``DEVSERVE_WORKER_FDS``)."""
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    execv: Callable[[str, list[str]], NoReturn] = os.execv
+    if "debugpy" in sys.modules:
+        execv = release_debugpy(argv)
     workers = list(workers)
     connections = list(connections)
     with _gap_signals_blocked():
@@ -246,8 +250,73 @@ def reexec(
         )
         # Close every other descriptor we may have leaked (inotify's is not close-on-exec).
         os.closerange(LISTEN_FD + len(passed), _max_fd())
-        os.execv(sys.executable, argv)
+        execv(sys.executable, argv)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- reloading under debugpy ---
+
+
+def debugpy_listen_port(argv: Sequence[str]) -> int | None:
+    """The port of ``python -m debugpy --listen [HOST:]PORT ...``, if that started us."""
+    if "debugpy" not in argv or "--listen" not in argv:
+        return None
+    index = argv.index("--listen")
+    if index + 1 >= len(argv) or argv.index("debugpy") > index:
+        return None
+    port = argv[index + 1].rpartition(":")[2]
+    return int(port) if port.isdigit() else None
+
+
+def release_debugpy(argv: Sequence[str]) -> Callable[[str, list[str]], NoReturn]:
+    """Make way for the next image's debugger; the exec function to use.
+
+    Started as ``python -m debugpy --listen PORT ...`` (an IDE's launch or attach set-up),
+    the process has a debug adapter: a separate, daemonized process that owns PORT and
+    outlives us. The next image runs the same command line and starts its own adapter on
+    PORT, so this one is stopped first (an attached IDE sees the session end, and attaches
+    again to the new image, as after any restart). pydevd also rewrites ``os.execv`` to
+    make child processes debuggable through the old adapter: the exec must bypass it."""
+    port = debugpy_listen_port(argv)
+    if port is not None:
+        _stop_debug_adapter(port)
+        os.environ.pop("DEBUGPY_RUNNING", None)  # set, it would keep the next from listening
+    execv: Callable[[str, list[str]], NoReturn] = getattr(os, "original_execv", os.execv)
+    return execv
+
+
+def _stop_debug_adapter(port: int) -> None:
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        is_adapter = any(part.endswith(("debugpy/adapter", "debugpy.adapter")) for part in cmdline)
+        if is_adapter and "--for-server" in cmdline and _option(cmdline, "--port") == str(port):
+            with contextlib.suppress(psutil.Error):
+                process.kill()  # a relay with nothing to save; TERM takes it seconds
+                _wait_dead(process)
+
+
+def _wait_dead(process: Any) -> None:
+    """Until the process is gone or a zombie (its port is free then): not its parent, we
+    cannot reap it, and who does may be slow."""
+    import psutil
+
+    deadline = time.monotonic() + ADAPTER_STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.01)
+
+
+def _option(cmdline: Sequence[str], name: str) -> str | None:
+    if name in cmdline:
+        index = cmdline.index(name)
+        return cmdline[index + 1] if index + 1 < len(cmdline) else None
+    return None
 
 
 def adopt_workers() -> list[tuple[int, int, int]]:
