@@ -1,5 +1,5 @@
-"""devserve as IDEs start it: under debugpy (VS Code), with interpreter options, and the
-README's run configurations, on the real CLI."""
+"""devserve as IDEs start it: under debugpy (VS Code), the README's run configurations,
+the stop button; on the real CLI. (Interpreter options across a reload: test_reload.py.)"""
 
 from __future__ import annotations
 
@@ -81,23 +81,6 @@ def _initialized(port: int) -> dict[str, object] | None:
         return dap_initialize(port)
     except OSError:
         return None  # not listening yet
-
-
-@pytest.mark.parametrize(
-    "options", [["-X", "dev"], ["-W", "error"], ["-u"]], ids=["X-dev", "W-error", "u"]
-)
-def test_interpreter_options_come_back_after_a_reload(
-    devserve: StartDevserve, tmp_path: Path, options: list[str]
-) -> None:
-    addons = make_addons(tmp_path)
-    command = [sys.executable, *options, "-m", "devserve"]
-    server = devserve("-p", "0", "--dev", "reload", str(addons), command=command)
-    server.wait_for_log("watching")
-    before = Path(f"/proc/{server.pid}/cmdline").read_bytes()
-    set_version(addons / "demo", "v2")
-    wait_reloads(server, 1)
-    assert Path(f"/proc/{server.pid}/cmdline").read_bytes() == before
-    assert version_of(server) == "v2"
 
 
 def _readme_block(language: str, marker: str) -> str:

@@ -369,11 +369,16 @@ def test_reload_path_is_watched(devserve: StartDevserve, addons: Path, tmp_path:
     wait_reloads(server, 1)
 
 
-@pytest.mark.parametrize("form", ["script", "module"])
+@pytest.mark.parametrize(
+    "options",
+    [None, [], ["-X", "dev"], ["-W", "error"], ["-u"]],
+    ids=["script", "module", "module-X-dev", "module-W-error", "module-u"],
+)
 def test_each_launch_form_comes_back_the_same(
-    devserve: StartDevserve, addons: Path, form: str
+    devserve: StartDevserve, addons: Path, options: list[str] | None
 ) -> None:
-    command = None if form == "script" else [sys.executable, "-X", "dev", "-m", "devserve"]
+    """``devserve``, ``python -m devserve`` and interpreter options, as IDEs start it."""
+    command = None if options is None else [sys.executable, *options, "-m", "devserve"]
     server = devserve("-p", "0", "--dev", "reload", str(addons), command=command)
     server.wait_for_log("watching")
     before = Path(f"/proc/{server.pid}/cmdline").read_bytes()
