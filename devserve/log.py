@@ -2,7 +2,8 @@
 
 On a terminal: rich's handler, a banner panel and a request log coloured by status. Anywhere
 else (a log file, a pipe, an IDE console without a TTY): plain, greppable lines.
-``NO_COLOR`` and ``FORCE_COLOR`` are honoured (rich reads them).
+``NO_COLOR`` (no escape code at all) and ``FORCE_COLOR`` (rich even without a terminal) are
+honoured.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def setup_logging(level: str = "info", logfile: str | None = None) -> None:
     if uses_rich(sys.stderr, logfile):
         from rich.console import Console
 
-        _rich_console = Console(stderr=True)
+        # NO_COLOR: rich drops colours but keeps bold and dim; no escape code at all then.
+        plain = bool(os.environ.get("NO_COLOR"))
+        _rich_console = Console(stderr=True, color_system=None if plain else "auto")
         handler = _rich_handler(_rich_console)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     else:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import StartDevserve
-from tests.integration.harness import wait_reloads, wait_until
+from tests.integration.harness import APPS, devserve_command, wait_reloads, wait_until
 from tests.integration.test_prefork import group_gone
 from tests.integration.test_reload import make_addons, set_version, version_of
 
@@ -142,3 +142,68 @@ def test_the_stop_button_leaves_no_process(
     os.kill(server.pid, signum)  # the process, not its group: as an IDE does
     server.popen.wait(timeout=10)
     wait_until(lambda: group_gone(server.pid), 5, "every process of the group to end")
+
+
+ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.mark.parametrize(
+    ("terminal", "extra", "coloured"),
+    [
+        (True, {}, True),
+        (True, {"NO_COLOR": "1"}, False),
+        (False, {}, False),
+        (False, {"FORCE_COLOR": "1"}, True),
+    ],
+    ids=["tty", "tty-NO_COLOR", "no-tty", "no-tty-FORCE_COLOR"],
+)
+def test_colours_only_on_a_terminal_unless_told(
+    env: dict[str, str], terminal: bool, extra: dict[str, str], coloured: bool
+) -> None:
+    """rich's banner and colours on a terminal; plain lines in an IDE console (no TTY);
+    NO_COLOR and FORCE_COLOR win."""
+    import subprocess
+
+    environment = {k: v for k, v in env.items() if k != "NO_COLOR"}
+    environment.update(extra, TERM="xterm-256color", COLUMNS="100")
+    args = [*devserve_command(), "-p", "0", "--stop-after-init", "slowapp:app"]
+    if terminal:
+        leader, follower = os.openpty()
+        try:
+            process = subprocess.Popen(
+                args,
+                cwd=APPS,
+                env=environment,
+                stdin=follower,
+                stdout=follower,
+                stderr=follower,
+                start_new_session=True,
+            )
+            os.close(follower)
+            assert process.wait(30) == 0
+            output = _read_all(leader)
+        finally:
+            os.close(leader)
+    else:
+        result = subprocess.run(
+            args, cwd=APPS, env=environment, capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 0, result.stderr
+        output = result.stderr
+    assert "loaded slowapp:app" in output
+    assert bool(ANSI_COLOUR.search(output)) is coloured, repr(output)
+    if not terminal and not coloured:  # an IDE console: greppable plain lines
+        assert re.search(r"^\d{4}-\d\d-\d\d [\d:,]+ \d+ INFO devserve", output, re.M), output
+
+
+def _read_all(leader: int) -> str:
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the other side closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output.decode(errors="replace")

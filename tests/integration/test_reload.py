@@ -631,10 +631,12 @@ def test_script_calling_run_comes_back_after_a_reload(
     server.wait_for_log("watching")
     assert server.request("/").text == "v1"
     assert "serving: __main__:app" in server.log
+    before = Path(f"/proc/{server.pid}/cmdline").read_bytes()
     write_file(script, RUN_SCRIPT.format(version="v2"), atomic=True)
     wait_reloads(server, 1)
     assert server.request("/").text == "v2"
     assert server.popen.poll() is None  # same process
+    assert Path(f"/proc/{server.pid}/cmdline").read_bytes() == before
 
 
 def test_run_rejects_an_unknown_setting(tmp_path: Path, env: dict[str, str]) -> None:
