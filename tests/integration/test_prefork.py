@@ -303,6 +303,39 @@ def test_worker_reaped_before_its_heartbeat_turn(devserve: StartDevserve, tmp_pa
 # --- the limits ---
 
 
+BOOT_FAILURE_INJECTION = """\
+import os
+
+import devserve.prefork
+
+
+def run(self):
+    os._exit(3)  # every worker dies before it is ready
+
+
+devserve.prefork.WorkerProcess.run = run
+"""
+
+
+def test_workers_dying_at_start_make_the_master_back_off(
+    devserve: StartDevserve, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"  # injected at interpreter start, inherited by every fork
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BOOT_FAILURE_INJECTION)
+    server = devserve(
+        "-p", "0", "--workers", "1", "limitsapp:app", cwd=APPS, env_extra={"PYTHONPATH": str(site)}
+    )
+    server.wait_for_log(r"died while starting \(exit code 3\), 3 in a row: next attempt in 1 s")
+    server.wait_for_log(r"4 in a row: next attempt in 2 s")
+    started = time.monotonic()
+    server.wait_for_log(r"5 in a row: next attempt in 4 s", timeout=10)
+    # Backing off, not fork-looping: the fifth came after the 2 s wait, not at once.
+    assert time.monotonic() - started > 1.0
+    assert server.log.count("died while starting") == 5
+    assert server.popen.poll() is None  # the master lives on
+
+
 def test_limit_request_recycles_the_worker(devserve: StartDevserve, tmp_path: Path) -> None:
     server = start_limitsapp(devserve, tmp_path, "--workers", "1", "--limit-request", "3")
     pids = [pid_of(server) for _ in range(7)]
