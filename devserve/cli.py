@@ -251,7 +251,9 @@ def _make_server(
     from devserve import prefork
 
     now = time.monotonic()
-    workers = [prefork.Worker(pid, number, fd, last_seen=now) for pid, number, fd in adopted]
+    workers = [  # serving already: never taken for workers that fail to start
+        prefork.Worker(pid, number, fd, last_seen=now, ready=True) for pid, number, fd in adopted
+    ]
     if broken and workers:
         _logger.error("the new code did not load: the workers of the previous code go on serving")
     return prefork.PreforkServer(

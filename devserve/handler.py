@@ -354,7 +354,7 @@ class _Response:
         except _InvalidResponse as error:
             _logger.warning("invalid response to %s: %s", self._describe(), error)
             self._fail(500, f"Internal Server Error: invalid response: {error}\n".encode())
-        except Exception:
+        except (Exception, SystemExit):  # sys.exit() in a request is the app's error too
             _logger.exception("error in the app while serving %s", self._describe())
             message = b"Internal Server Error: the app raised an exception; see the log.\n"
             self._fail(500, message, close=not self._may_keep_alive())
@@ -426,8 +426,9 @@ class _Response:
                 if not value.isdigit():
                     raise _InvalidResponse(f"Content-Length {value!r} is not a number")
                 length = int(value)
-            elif lowered == b"connection" and b"close" in value.lower():
-                app_closes = True
+            elif lowered == b"connection":  # hop-by-hop: the server's to say
+                app_closes = app_closes or b"close" in value.lower()
+                continue
             names.add(lowered)
             headers.append((name, value))
         _validate(headers)
@@ -446,7 +447,7 @@ class _Response:
             headers.append((b"Server", SERVER_HEADER))
         if b"date" not in names:
             headers.append((b"Date", http_date()))
-        if not keep_alive and b"connection" not in names:
+        if not keep_alive:
             headers.append((b"Connection", b"close"))
         self.keep_alive = keep_alive
         return _head(self.status_code, self.reason, headers)

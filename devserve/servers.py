@@ -65,6 +65,10 @@ MAX_HELD = 512  # accepted connections waiting for their request or a thread; th
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LIMITS_EVERY = 1.0  # seconds between two checks of the threaded server's limits
 LIMIT_RELOAD_GRACE = 60.0
+_SERVICE_UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 24\r\nConnection: close\r\n\r\nOut of request threads.\n"
+)
 _REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: 24\r\nConnection: close\r\n\r\nRequest head too slow.\r\n"
@@ -154,6 +158,10 @@ def _close(connection: socket.socket) -> None:
     connection.close()
 
 
+class OutOfThreads(Exception):
+    """The system refused a new request thread."""
+
+
 class RequestThread(threading.Thread):
     """A pooled thread serving one connection at a time. Non-daemon: a stop lets it finish
     its request. Between connections it waits for the next one, and retires when none has
@@ -177,9 +185,11 @@ class RequestPool:
         serve: Callable[[HeldConnection], bool],
         on_done: Callable[[HeldConnection, bool], None],
         size: int | None,
+        on_idle: Callable[[], None] = lambda: None,
     ) -> None:
         self.serve = serve  # serves a connection's requests; True: keep it open
         self.on_done = on_done  # (connection, keep), from the thread that served it
+        self.on_idle = on_idle  # then, once the thread is back in the pool
         self._slots = threading.BoundedSemaphore(size) if size else None
         self._threads: set[RequestThread] = set()  # busy and idle
         self._idle: list[RequestThread] = []  # most recently used last
@@ -187,7 +197,8 @@ class RequestPool:
         self._count = 0
 
     def try_serve(self, held: HeldConnection) -> bool:
-        """Serve the connection on a pooled thread; False when --max-http-threads are busy."""
+        """Serve the connection on a pooled thread; False when --max-http-threads are busy.
+        OutOfThreads when the system refuses a new thread (RLIMIT_AS, a process cap)."""
         if self._slots is not None and not self._slots.acquire(blocking=False):
             return False
         with self._lock:
@@ -200,7 +211,14 @@ class RequestPool:
             thread.connection = held.connection
         thread.jobs.put(held)
         if new:
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError as error:  # "can't start new thread"
+                with self._lock:
+                    self._threads.discard(thread)
+                if self._slots is not None:
+                    self._slots.release()
+                raise OutOfThreads(str(error)) from None
         return True
 
     def _work(self, thread: RequestThread) -> None:
@@ -222,17 +240,20 @@ class RequestPool:
         keep = False
         try:
             keep = self.serve(held)
-        except Exception:
+        except BaseException:  # even SystemExit: a pooled thread must come back
             _logger.exception("unexpected error while serving %s", held.client)
         finally:
             if not keep:
                 _close(held.connection)
+            if self._slots is not None:
+                self._slots.release()
+            # Told while still counted busy: a drain waits for a kept-alive connection to
+            # come back to the loop (and be handed over), not only for the thread.
+            self.on_done(held, keep)
             with self._lock:
                 thread.connection = None
                 self._idle.append(thread)
-            if self._slots is not None:
-                self._slots.release()
-            self.on_done(held, keep)
+            self.on_idle()
 
     def busy(self) -> list[RequestThread]:
         """The threads serving a connection right now."""
@@ -419,7 +440,9 @@ class ThreadedServer(ControlLoop):
         self._past_limits: set[RequestThread] = set()  # a reload does not wait for these
         host, port = sock.getsockname()[:2]
         self.server_info = ServerInfo(host, port, max_body=max_body)
-        self.pool = RequestPool(self._serve_connection, self._connection_done, max_threads)
+        self.pool = RequestPool(
+            self._serve_connection, self._connection_done, max_threads, self._thread_idle
+        )
         self._waiting: dict[int, HeldConnection] = {}  # fd -> no request yet (in the selector)
         self._ready: collections.deque[HeldConnection] = collections.deque()  # need a thread
         self._accepting = False
@@ -461,8 +484,10 @@ class ThreadedServer(ControlLoop):
                 idle.http, idle.deadline = held.http, time.monotonic() + HEAD_TIMEOUT
             if not self.notify(idle):
                 _close(held.connection)  # the server is gone
-        # Otherwise wake the loop only when it waits for a thread or a drain.
-        elif self._ready or self._draining or not self._accepting:
+
+    def _thread_idle(self) -> None:
+        # Wake the loop only when it waits for a thread or a drain: not once per request.
+        if self._ready or self._draining or not self._accepting:
             self.notify("connection-done")
 
     # --- serving ---
@@ -553,7 +578,7 @@ class ThreadedServer(ControlLoop):
             self._selector.register(held.connection, selectors.EVENT_READ, held)
             self._waiting[held.connection.fileno()] = held
         elif self._outcome is Outcome.RELOAD:
-            self.handover.append((held.connection, b""))
+            self.handover.append((held.connection, held.received()))
         else:
             held.connection.close()
         self._serve_ready()
@@ -585,8 +610,14 @@ class ThreadedServer(ControlLoop):
             return  # the next image serves them
         while self._ready:
             held = self._ready[0]
-            if not self.pool.try_serve(held):
-                return  # all --max-http-threads busy: the next connection-done resumes
+            try:
+                if not self.pool.try_serve(held):
+                    return  # all --max-http-threads busy: the next connection-done resumes
+            except OutOfThreads as error:
+                _logger.warning("cannot start a request thread (%s): 503", error)
+                with contextlib.suppress(OSError):  # best effort: the socket is non-blocking
+                    held.connection.send(_SERVICE_UNAVAILABLE)
+                held.connection.close()
             self._ready.popleft()
 
     def _next_expiry(self) -> float | None:

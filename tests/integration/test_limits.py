@@ -92,3 +92,16 @@ def test_no_memory_limit_with_zero(devserve: StartDevserve) -> None:
     server = devserve("-p", "0", "--limit-memory-hard", "0", "slowapp:app", cwd=APPS)
     soft, _hard = psutil.Process(server.pid).rlimit(psutil.RLIMIT_AS)
     assert soft == psutil.RLIM_INFINITY
+
+
+def test_out_of_threads_is_a_503_not_a_dead_server(devserve: StartDevserve) -> None:
+    """Under a small --limit-memory-hard, each thread's 8 MiB stack counts: the system
+    refuses new threads. Those requests get a 503; the server serves on."""
+    server = devserve("-p", "0", "--limit-memory-hard", "150", "slowapp:app", cwd=APPS)
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(lambda _: _get(server.request, "/slow?seconds=1.5"), range(40)))
+    statuses = [a.status if isinstance(a, Response) else a for a in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 503 in statuses and 200 in statuses, statuses
+    assert "cannot start a request thread" in server.log
+    assert server.request("/").text == "ok"

@@ -540,6 +540,30 @@ def test_request_head_split_across_a_reload_is_served_after_it(
         client.close()
 
 
+def test_pipelined_head_begun_during_a_reload_drain_is_served_after_it(
+    devserve: StartDevserve, addons: Path, tmp_path: Path
+) -> None:
+    """A request running when the reload is decided, with the start of the next one
+    pipelined behind it: the connection and those bytes go to the new image."""
+    import socket
+
+    server = start_reloading(devserve, addons)
+    client = socket.create_connection((server.host, server.port), timeout=10)
+    try:
+        client.sendall(b"GET /slow/1.5 HTTP/1.1\r\nHost: t\r\n\r\nGET /version HTTP/1.1\r\nHo")
+        wait_until((tmp_path / "slow-started").exists, 10, "the slow request to run")
+        set_version(addons / "demo", "v2")
+        wait_reloads(server, 1)
+        client.sendall(b"st: t\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(4096):
+            answer += chunk
+        assert answer.count(b"HTTP/1.1 200 OK") == 2, answer
+        assert b"slow v1" in answer and answer.endswith(b"v2"), answer
+    finally:
+        client.close()
+
+
 def test_kept_alive_connection_survives_reloads(devserve: StartDevserve, addons: Path) -> None:
     """A browser's kept-alive connection is handed to each new image: the same connection
     gets the new code, with no reconnect."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import sys
 import threading
@@ -163,3 +164,15 @@ def test_idle_connections_hold_no_thread(devserve: StartDevserve) -> None:
     finally:
         for connection in idle:
             connection.close()
+
+
+def test_sys_exit_in_the_app_is_a_500_and_the_thread_comes_back(
+    devserve: StartDevserve,
+) -> None:
+    server = devserve("-p", "0", "--max-http-threads", "1", "slowapp:app", cwd=APPS)
+    assert server.request("/exit").status == 500
+    assert "SystemExit: 3" in server.log
+    assert server.request("/", timeout=5).text == "ok"  # the one thread serves on
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=5) == 0
+    assert "still running" not in server.log

@@ -244,6 +244,26 @@ def test_a_client_asking_to_close_gets_its_answer_then_the_close(peer: Peer) -> 
     assert not kept
 
 
+@pytest.mark.parametrize(
+    ("version", "app_says", "kept", "says"),
+    [
+        ("1.1", "keep-alive", True, None),  # HTTP/1.1 keeps alive without saying so
+        ("1.0", "keep-alive", False, "close"),  # the app cannot promise what the server won't
+        ("1.1", "close", False, "close"),
+    ],
+)
+def test_the_connection_header_is_the_servers(
+    peer: Peer, version: str, app_says: str, kept: bool, says: str | None
+) -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Connection", app_says)])
+        yield b"streamed"
+
+    assert peer.exchange(app, http(f"GET / HTTP/{version}", "Host: test")) is kept
+    reply = peer.reply()
+    assert (reply.status, reply.header("connection")) == (200, says)
+
+
 # --- the environ ---
 
 

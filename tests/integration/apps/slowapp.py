@@ -4,9 +4,11 @@
 /slow?seconds=S   -> sleeps S seconds, then "slept S"
 /stats            -> "max_concurrent=N" (the most requests seen running at once)
 /hold?mib=N       -> allocates N MiB and keeps them until the process ends, then "held N"
+/exit             -> calls sys.exit(3), as an app should not
 """
 
 import os
+import sys
 import threading
 import time
 from urllib.parse import parse_qs
@@ -23,6 +25,8 @@ def app(environ, start_response):
     query = parse_qs(environ.get("QUERY_STRING", ""))
     if path == "/stats":
         body = f"max_concurrent={_max_running}"
+    elif path == "/exit":
+        sys.exit(3)
     elif path == "/hold":
         mib = int(query.get("mib", ["1"])[0])
         _held.append(b"x" * (mib << 20))  # written, so resident
