@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,6 +68,14 @@ def version_of(server: DevserveProcess) -> str:
 @pytest.fixture
 def addons(tmp_path: Path) -> Path:
     return make_addons(tmp_path)
+
+
+def read_to_end(client: Any) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    answer = b""
+    while chunk := client.recv(4096):
+        answer += chunk
+    return answer
 
 
 def start_reloading(devserve: StartDevserve, addons: Path, *extra: str) -> DevserveProcess:
@@ -506,9 +515,7 @@ def test_connection_accepted_before_a_reload_is_served_after_it(
         for client in clients:
             client.sendall(b"GET /version HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         for client in clients:
-            answer = b""
-            while chunk := client.recv(4096):
-                answer += chunk
+            answer = read_to_end(client)
             assert answer.startswith(b"HTTP/1.1 200"), answer
             assert answer.endswith(b"v2"), answer
     finally:
@@ -532,9 +539,7 @@ def test_request_head_split_across_a_reload_is_served_after_it(
         set_version(addons / "demo", "v2")
         wait_reloads(server, 1)
         client.sendall(b"st: test\r\nConnection: close\r\n\r\n")
-        answer = b""
-        while chunk := client.recv(4096):
-            answer += chunk
+        answer = read_to_end(client)
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"v2"), answer
     finally:
         client.close()
@@ -555,9 +560,7 @@ def test_pipelined_head_begun_during_a_reload_drain_is_served_after_it(
         set_version(addons / "demo", "v2")
         wait_reloads(server, 1)
         client.sendall(b"st: t\r\nConnection: close\r\n\r\n")
-        answer = b""
-        while chunk := client.recv(4096):
-            answer += chunk
+        answer = read_to_end(client)
         assert answer.count(b"HTTP/1.1 200 OK") == 2, answer
         assert b"slow v1" in answer and answer.endswith(b"v2"), answer
     finally:
