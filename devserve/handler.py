@@ -41,6 +41,8 @@ MAX_TARGET = 8192  # bytes of request target: above it, 414
 HEAD_TIMEOUT = 10.0  # seconds a request head may take to arrive once it has begun
 BODY_TIMEOUT = 30.0  # seconds a request body (or a response) may stall
 CONTINUE_WAIT = 1.0  # seconds to wait for a body the app did not ask for (100-continue)
+LINGER_SECONDS = 2.0  # at most, reading what a client still sends after the last response
+LINGER_BYTES = 64 << 20
 DISCARD_LIMIT = 1 << 20  # unread request body skipped to keep the connection; above it, close
 SERVER_HEADER = f"devserve/{__version__}".encode()
 
@@ -68,6 +70,29 @@ class ServerInfo:
     multiprocess: bool = False  # prefork: several processes serve the app
     keep_alive: bool = True  # False: every response closes its connection (a busy worker)
     max_body: int = 128 << 20  # bytes of request body: above it, 413
+
+
+def close_connection(sock: socket.socket) -> None:
+    """Close a connection after its last response: a FIN first, so the client reads it
+    all. If the client is still sending (a request body nobody read), what it sends is
+    read and dropped for a moment first: closing with unread data makes the kernel answer
+    with a reset, which can destroy the response before the client has read it."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        pending = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, OSError):
+        pending = b""
+    if pending:
+        deadline = time.monotonic() + LINGER_SECONDS
+        dropped = 0
+        with contextlib.suppress(OSError):
+            while dropped < LINGER_BYTES and (remaining := deadline - time.monotonic()) > 0:
+                sock.settimeout(remaining)
+                data = sock.recv(READ_SIZE)
+                if not data:
+                    break
+                dropped += len(data)
+    sock.close()
 
 
 def log_bad_request(client: str, status: int, reason: str) -> None:

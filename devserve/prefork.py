@@ -28,7 +28,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from devserve import limits as resource_limits
-from devserve.handler import HEAD_TIMEOUT, HTTPConnection, RequestInfo, ServerInfo
+from devserve.handler import (
+    HEAD_TIMEOUT,
+    HTTPConnection,
+    RequestInfo,
+    ServerInfo,
+    close_connection,
+)
 from devserve.reloader import GAP_SIGNALS, FileChanges
 from devserve.servers import ControlLoop, Outcome
 
@@ -248,6 +254,12 @@ class PreforkServer(ControlLoop):
             try:
                 os.close(read_end)
                 self._selector.close()  # the master's; the worker has its own
+                for descriptor in (
+                    self._wake_read,
+                    self._wake_write,
+                    *(w.heartbeat for w in [*self.workers.values(), *self.old.values()]),
+                ):
+                    os.close(descriptor)  # the master's business, not the worker's
                 code = WorkerProcess(
                     self.app,
                     self.listener,
@@ -454,9 +466,7 @@ class WorkerProcess:
         except Exception:
             _logger.exception("unexpected error while serving %s", client)
         finally:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_WR)
-            connection.close()
+            close_connection(connection)
         self.served += 1
         self._beat(ALIVE)
 

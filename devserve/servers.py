@@ -34,6 +34,7 @@ from devserve.handler import (
     HTTPConnection,
     RequestInfo,
     ServerInfo,
+    close_connection,
     log_bad_request,
 )
 from devserve.limits import Limits
@@ -151,13 +152,6 @@ class Pidfile:
             self.owner = None
 
 
-def _close(connection: socket.socket) -> None:
-    """Close a served connection: a FIN after the response, so the client reads it all."""
-    with contextlib.suppress(OSError):
-        connection.shutdown(socket.SHUT_WR)
-    connection.close()
-
-
 class OutOfThreads(Exception):
     """The system refused a new request thread."""
 
@@ -244,7 +238,7 @@ class RequestPool:
             _logger.exception("unexpected error while serving %s", held.client)
         finally:
             if not keep:
-                _close(held.connection)
+                close_connection(held.connection)
             if self._slots is not None:
                 self._slots.release()
             # Told while still counted busy: a drain waits for a kept-alive connection to
@@ -483,7 +477,7 @@ class ThreadedServer(ControlLoop):
             if held.http is not None and held.http.received:  # a pipelined head begun
                 idle.http, idle.deadline = held.http, time.monotonic() + HEAD_TIMEOUT
             if not self.notify(idle):
-                _close(held.connection)  # the server is gone
+                close_connection(held.connection)  # the server is gone
 
     def _thread_idle(self) -> None:
         # Wake the loop only when it waits for a thread or a drain: not once per request.

@@ -176,3 +176,20 @@ def test_sys_exit_in_the_app_is_a_500_and_the_thread_comes_back(
     server.signal(signal.SIGTERM)
     assert server.wait_exit(timeout=5) == 0
     assert "still running" not in server.log
+
+
+def test_a_big_unread_body_does_not_reset_the_response(devserve: StartDevserve) -> None:
+    """The app answers without reading a 20 MB body; devserve skips 1 MiB of it, then
+    closes. The client, still sending, must get the whole response, not a reset."""
+    import socket
+
+    server = devserve("-p", "0", "slowapp:app", cwd=APPS)
+    body = b"x" * (20 << 20)
+    head = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    for _ in range(5):
+        with socket.create_connection((server.host, server.port), timeout=10) as client:
+            client.sendall(head + body)  # all of it first, as curl does
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"ok"), answer[:200]
