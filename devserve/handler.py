@@ -72,17 +72,16 @@ class ServerInfo:
     max_body: int = 128 << 20  # bytes of request body: above it, 413
 
 
-def close_connection(sock: socket.socket) -> None:
+def close_connection(sock: socket.socket, linger: bool = False) -> None:
     """Close a connection after its last response: a FIN first, so the client reads it
     all. If the client is still sending (a request body nobody read), what it sends is
-    read and dropped for a moment first: closing with unread data makes the kernel answer
-    with a reset, which can destroy the response before the client has read it."""
+    read and dropped for a moment first (``linger``): closing with unread data makes the
+    kernel answer with a reset, which can destroy the response before the client read it."""
     try:
         sock.shutdown(socket.SHUT_WR)
-        pending = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, OSError):
-        pending = b""
-    if pending:
+    except OSError:
+        linger = False
+    if linger:
         deadline = time.monotonic() + LINGER_SECONDS
         dropped = 0
         with contextlib.suppress(OSError):
@@ -131,6 +130,7 @@ class HTTPConnection:
         self.on_request = on_request  # told when a request starts (info) and ends (None)
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._responding = False  # a response to the current request has begun
+        self.unread = False  # closed with a request body still coming
         self._head = bytearray()  # the raw bytes of the request head being received
         self._head_deadline = 0.0  # once it has begun (0: not yet)
         self._read_ahead: Any = None  # what feed() found: an event or a protocol error
@@ -175,9 +175,9 @@ class HTTPConnection:
             event = self._next_event()
             if not isinstance(event, h11.Request):
                 return False  # closed by the client, or a bad request already answered
-            if not self._respond(event):
-                return False
-            if not self._finish_cycle():
+            if not self._respond(event) or not self._finish_cycle():
+                # A body the client is still sending: the closer lingers (close_connection).
+                self.unread = self.h11.their_state is h11.SEND_BODY
                 return False
             if not self._head or not self.feed(b""):
                 # Idle, or the start of a pipelined head: the caller waits for the rest

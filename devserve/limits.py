@@ -53,6 +53,11 @@ class Limits:
         """The resident size in MiB when above the soft limit, else None."""
         if not self.memory_soft:
             return None
+        # The peak is one system call away and bounds the current size: read that (a file
+        # under /proc) only once the peak has passed the limit. This runs per request.
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        if peak_mib <= self.memory_soft:
+            return None
         size = resident_mib()
         return size if size > self.memory_soft else None
 
@@ -82,15 +87,24 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+_armed: dict[int, int] = {}  # pid -> the soft RLIMIT_CPU it set last (forks inherit this)
+
+
 def arm_cpu_limit(seconds: float) -> None:
-    """SIGXCPU once this process has used ``seconds`` more CPU time than now."""
+    """SIGXCPU once this process has used ``seconds`` more CPU time than now. RLIMIT_CPU
+    counts whole seconds: most requests find the limit already where it should be."""
     if not seconds:
         return
-    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
     limit = int(cpu_seconds() + seconds) + 1  # whole seconds; never below what is used
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (limit, hard))
+    pid = os.getpid()
+    if _armed.get(pid) == limit:
+        return
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(
+        resource.RLIMIT_CPU, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard)
+    )
+    _armed.clear()
+    _armed[pid] = limit
 
 
 _process: Any = None  # psutil's view of this process, made once (per process: forks)

@@ -460,13 +460,14 @@ class WorkerProcess:
             thread.request = info  # type: ignore[attr-defined]
 
         resource_limits.arm_cpu_limit(self.limits.time_cpu)
+        http = HTTPConnection(connection, client, self.app, self.server_info, track)
         try:
             connection.settimeout(HEAD_TIMEOUT)  # then the handler's own timeouts
-            HTTPConnection(connection, client, self.app, self.server_info, track).serve()
+            http.serve()
         except Exception:
             _logger.exception("unexpected error while serving %s", client)
         finally:
-            close_connection(connection)
+            close_connection(connection, http.unread)
         self.served += 1
         self._beat(ALIVE)
 

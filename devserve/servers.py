@@ -238,7 +238,7 @@ class RequestPool:
             _logger.exception("unexpected error while serving %s", held.client)
         finally:
             if not keep:
-                close_connection(held.connection)
+                close_connection(held.connection, held.http is not None and held.http.unread)
             if self._slots is not None:
                 self._slots.release()
             # Told while still counted busy: a drain waits for a kept-alive connection to
@@ -465,7 +465,7 @@ class ThreadedServer(ControlLoop):
             thread.request = info  # type: ignore[attr-defined]
 
         held.connection.settimeout(BODY_TIMEOUT)  # blocking, but a stalled client ends
-        http = held.http or self._http(held)
+        http = held.http = held.http or self._http(held)
         http.on_request = track
         return http.serve()
 
