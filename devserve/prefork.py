@@ -138,7 +138,7 @@ class PreforkServer(ControlLoop):
         from devserve.servers import capture_signals
 
         set_title("master")
-        with capture_signals((*GAP_SIGNALS, signal.SIGCHLD), self.notify):
+        with capture_signals((*GAP_SIGNALS, signal.SIGCHLD), self.notify, self._reloading):
             if on_ready is not None:
                 on_ready()
             while self._outcome is None:

@@ -116,11 +116,17 @@ def bind_socket(interface: str, port: int) -> socket.socket:
 
 @contextlib.contextmanager
 def capture_signals(
-    signals: Iterable[signal.Signals], notify: Callable[[Any], object]
+    signals: Iterable[signal.Signals],
+    notify: Callable[[Any], object],
+    reloading: Callable[[], bool] = lambda: False,
 ) -> Iterator[None]:
     """While inside, the signals only post themselves as events; old handlers come back after.
     Once the handlers are in place the signals are unblocked: a phoenix reload blocks them
-    across the exec, so one sent in that gap is delivered here, late but harmless."""
+    across the exec, so one sent in that gap is delivered here, late but harmless.
+
+    Leaving for a reload, the old (default) handlers must not come back: the main thread
+    blocks the signals, but other threads (the watcher's, pooled ones) may not, and a HUP
+    delivered to one of them would kill the process. They pend instead (see below)."""
     previous = {}
     for signum in signals:
         previous[signum] = signal.signal(signum, lambda number, _frame: notify(number))
@@ -128,8 +134,19 @@ def capture_signals(
     try:
         yield
     finally:
+        pend = reloading()
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(
+                signum, _pend_for_next_image if pend and signum in GAP_SIGNALS else handler
+            )
+
+
+def _pend_for_next_image(signum: int, frame: object) -> None:
+    """A signal between the reload decision and the exec: left pending on the main thread,
+    which blocks it, so the next image receives it once its handlers are in place."""
+    main = threading.main_thread().ident
+    if main is not None:
+        signal.pthread_kill(main, signum)
 
 
 class Pidfile:
@@ -378,6 +395,9 @@ class ControlLoop:
         elif isinstance(event, FileChanges) and self._wants_reload(event):
             self._reload(describe_paths(event.paths), event.first_seen)
 
+    def _reloading(self) -> bool:
+        return self._outcome is Outcome.RELOAD
+
     def _wants_reload(self, changes: FileChanges) -> bool:
         return self.on_changes is not None and self.on_changes(changes)
 
@@ -490,7 +510,7 @@ class ThreadedServer(ControlLoop):
         """Serve until a stop or reload is asked for; then drain. Returns what ended it.
         ``on_ready`` runs once the signal handlers are in place (so a signal sent by whoever
         saw the readiness announcement is handled, never fatal)."""
-        with capture_signals(GAP_SIGNALS, self.notify):
+        with capture_signals(GAP_SIGNALS, self.notify, self._reloading):
             if on_ready is not None:
                 on_ready()
             self._set_accepting(True)
