@@ -53,14 +53,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil  # a dependency of devserve
 from processes import HOST, free_port, server_env, stop
-from reload import LoadCounts, hammer, http_get, percentile, table
+from reload import LoadCounts, http_get, load_clients, percentile, table
 from throughput import WRK_INSTALL_HINT, BenchmarkError, parse_wrk, positive_int
 
 APPS_DIR = Path(__file__).resolve().parent / "apps"
@@ -321,28 +320,11 @@ def send_hups(running: Running) -> bool:
 
 
 def reloads_under_load(running: Running) -> None:
-    stop_event = threading.Event()
-    per_client = [LoadCounts() for _ in range(LOAD_CLIENTS)]
-    deadline = time.perf_counter() + HUPS * (RELOAD_TIMEOUT + HUP_SPACING) + 10
-    clients = [
-        threading.Thread(
-            target=hammer, args=(running.port, stop_event, counts, deadline), daemon=True
-        )
-        for counts in per_client
-    ]
-    for client in clients:
-        client.start()
-    try:
+    seconds = HUPS * (RELOAD_TIMEOUT + HUP_SPACING) + 10
+    with load_clients(running.port, seconds) as running.server.load:
         time.sleep(LOAD_LEAD)  # the load is on before the first HUP
         if send_hups(running):
             time.sleep(LOAD_LEAD)  # and goes on a little after the last reload
-    finally:
-        stop_event.set()
-        for client in clients:
-            client.join(5.0)  # a request has a 2 s timeout
-        running.server.load = LoadCounts()
-        for counts in per_client:
-            running.server.load.add(counts)
 
 
 # --- logs ---

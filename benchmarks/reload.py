@@ -474,27 +474,34 @@ def hammer(port: int, stop_event: threading.Event, counts: LoadCounts, deadline:
                 counts.kinds[f"HTTP {status}"] += 1
 
 
-def reloads_under_load(server: RunningServer, app: AppFile, result: Result) -> None:
+@contextlib.contextmanager
+def load_clients(port: int, seconds: float) -> Iterator[LoadCounts]:
+    """LOAD_CLIENTS threads hammering the server while inside (for ``seconds`` at most);
+    their counts, added up, fill the yielded LoadCounts once they have stopped."""
     stop_event = threading.Event()
     per_client = [LoadCounts() for _ in range(LOAD_CLIENTS)]
-    deadline = time.perf_counter() + LOAD_RELOADS * (RELOAD_TIMEOUT + EDIT_SPACING) + 10
+    deadline = time.perf_counter() + seconds
     clients = [
-        threading.Thread(
-            target=hammer, args=(server.port, stop_event, counts, deadline), daemon=True
-        )
+        threading.Thread(target=hammer, args=(port, stop_event, counts, deadline), daemon=True)
         for counts in per_client
     ]
     for client in clients:
         client.start()
+    total = LoadCounts()
     try:
-        reload_series(server, app, LOAD_RELOADS, result.load_reloads)
+        yield total
     finally:
         stop_event.set()
         for client in clients:
             client.join(LOAD_TIMEOUT + 1)
-        result.load = LoadCounts()
         for counts in per_client:
-            result.load.add(counts)
+            total.add(counts)
+
+
+def reloads_under_load(server: RunningServer, app: AppFile, result: Result) -> None:
+    seconds = LOAD_RELOADS * (RELOAD_TIMEOUT + EDIT_SPACING) + 10
+    with load_clients(server.port, seconds) as result.load:
+        reload_series(server, app, LOAD_RELOADS, result.load_reloads)
 
 
 def slow_request_during_reload(server: RunningServer, app: AppFile, result: Result) -> None:
