@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.conftest import StartDevserve
 from tests.integration.harness import APPS, devserve_command, wait_reloads, wait_until
+from tests.integration.test_post_mortem import Terminal
 from tests.integration.test_prefork import group_gone
 from tests.integration.test_reload import make_addons, set_version, version_of
 
@@ -166,27 +167,23 @@ def test_colours_only_on_a_terminal_unless_told(
 
     environment = {k: v for k, v in env.items() if k != "NO_COLOR"}
     environment.update(extra, TERM="xterm-256color", COLUMNS="100")
-    args = [*devserve_command(), "-p", "0", "--stop-after-init", "slowapp:app"]
+    args = ["-p", "0", "--stop-after-init", "slowapp:app"]
     if terminal:
-        leader, follower = os.openpty()
+        tty = Terminal(args, APPS, environment)  # the post-mortem tests' pseudo-terminal
         try:
-            process = subprocess.Popen(
-                args,
-                cwd=APPS,
-                env=environment,
-                stdin=follower,
-                stdout=follower,
-                stderr=follower,
-                start_new_session=True,
-            )
-            os.close(follower)
-            assert process.wait(30) == 0
-            output = _read_all(leader)
+            tty.read_until("stopping after init")
+            assert tty.popen.wait(30) == 0
+            output = tty.output
         finally:
-            os.close(leader)
+            tty.close()
     else:
         result = subprocess.run(
-            args, cwd=APPS, env=environment, capture_output=True, text=True, timeout=30
+            [*devserve_command(), *args],
+            cwd=APPS,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert result.returncode == 0, result.stderr
         output = result.stderr
@@ -194,16 +191,3 @@ def test_colours_only_on_a_terminal_unless_told(
     assert bool(ANSI_COLOUR.search(output)) is coloured, repr(output)
     if not terminal and not coloured:  # an IDE console: greppable plain lines
         assert re.search(r"^\d{4}-\d\d-\d\d [\d:,]+ \d+ INFO devserve", output, re.M), output
-
-
-def _read_all(leader: int) -> str:
-    output = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the other side closed
-            break
-        if not chunk:
-            break
-        output += chunk
-    return output.decode(errors="replace")
