@@ -328,9 +328,8 @@ class HTTPConnection:
     def send_error(self, status: int, body: bytes, close: bool = True) -> None:
         """A plain-text error response; unless told otherwise, the connection closes."""
         self._responding = True
-        head = _head(status, HTTPStatus(status).phrase.encode(), _plain_headers(body, close))
         with contextlib.suppress(OSError):
-            self.sock.sendall(head + body)
+            self.sock.sendall(error_response(status, body, close))
 
 
 class _InvalidResponse(Exception):
@@ -511,6 +510,12 @@ def _validate(headers: list[tuple[bytes, bytes]]) -> None:
         raise _InvalidResponse("a header name that is not a token")
     if _LINE_BREAK.search(b"".join(value for _, value in headers)):
         raise _InvalidResponse("a header value with a line break or a NUL")
+
+
+def error_response(status: int, body: bytes, close: bool = True) -> bytes:
+    """A whole plain-text response, head and body, for the server's own answers."""
+    reason = HTTPStatus(status).phrase.encode()
+    return _head(status, reason, _plain_headers(body, close)) + body
 
 
 def _head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -35,6 +35,7 @@ from devserve.handler import (
     RequestInfo,
     ServerInfo,
     close_connection,
+    error_response,
     log_bad_request,
 )
 from devserve.limits import Limits
@@ -65,15 +66,7 @@ IDLE_CONNECTION_TIMEOUT = 30.0  # an accepted connection that sends nothing is c
 MAX_HELD = 512  # accepted connections waiting for their request or a thread; then backlog
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LIMITS_EVERY = 1.0  # seconds between two checks of the threaded server's limits
-LIMIT_RELOAD_GRACE = 60.0
-_SERVICE_UNAVAILABLE = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 24\r\nConnection: close\r\n\r\nOut of request threads.\n"
-)
-_REQUEST_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 24\r\nConnection: close\r\n\r\nRequest head too slow.\r\n"
-)  # a reload for a limit waits this long for the other requests
+LIMIT_RELOAD_GRACE = 60.0  # a reload for a limit waits this long for the other requests
 
 
 class Outcome(enum.Enum):
@@ -630,7 +623,7 @@ class ThreadedServer(ControlLoop):
             except OutOfThreads as error:
                 _logger.warning("cannot start a request thread (%s): 503", error)
                 with contextlib.suppress(OSError):  # best effort: the socket is non-blocking
-                    held.connection.send(_SERVICE_UNAVAILABLE)
+                    held.connection.send(error_response(503, b"Out of request threads.\n"))
                 held.connection.close()
             self._ready.popleft()
 
@@ -653,7 +646,7 @@ class ThreadedServer(ControlLoop):
                 reason = f"the request head took over {HEAD_TIMEOUT:g}s"
                 log_bad_request(held.http.client_host, 408, reason)
                 with contextlib.suppress(OSError):  # best effort: the socket is non-blocking
-                    held.connection.send(_REQUEST_TIMEOUT)
+                    held.connection.send(error_response(408, f"Bad request: {reason}\n".encode()))
             self._close_waiting(held)
 
     def _close_waiting(self, held: HeldConnection) -> None:
