@@ -36,7 +36,7 @@ from devserve.handler import (
     close_connection,
 )
 from devserve.reloader import GAP_SIGNALS, FileChanges
-from devserve.servers import ControlLoop, Outcome
+from devserve.servers import ControlLoop, Outcome, capture_signals
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -135,8 +135,6 @@ class PreforkServer(ControlLoop):
     # --- the loop ---
 
     def run(self, on_ready: Callable[[], None] | None = None) -> Outcome:
-        from devserve.servers import capture_signals
-
         set_title("master")
         with capture_signals((*GAP_SIGNALS, signal.SIGCHLD), self.notify, self._reloading):
             if on_ready is not None:

@@ -210,6 +210,15 @@ def write_file(path: Path, text: str, *, atomic: bool = False) -> None:
             file.write(text)
 
 
+def happens_within(condition: Callable[[], object], seconds: float) -> bool:
+    """Whether ``condition`` comes true within ``seconds``: for what must not happen."""
+    try:
+        wait_until(condition, seconds, "a condition")
+    except AssertionError:
+        return False
+    return True
+
+
 def count_reloads(process: DevserveProcess) -> int:
     return len(re.findall(RELOADED, process.log))
 

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.client
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
 from tests.integration.conftest import StartDevserve
-from tests.integration.harness import APPS, Response, count_reloads, wait_reloads, wait_until
+from tests.integration.harness import (
+    APPS,
+    Response,
+    count_reloads,
+    happens_within,
+    wait_reloads,
+    wait_until,
+)
 
 MIB = 1 << 20
 
@@ -23,14 +29,6 @@ def _get(server_request: object, path: str) -> Response | str:
         return server_request(path, timeout=40)  # type: ignore[operator, no-any-return]
     except (OSError, http.client.HTTPException) as error:
         return type(error).__name__
-
-
-def _happens_within(condition: Callable[[], bool], seconds: float) -> bool:
-    try:
-        wait_until(condition, seconds, "a condition")
-    except AssertionError:
-        return False
-    return True
 
 
 def test_request_past_the_real_time_limit_logs_its_stack_then_reloads(
@@ -75,7 +73,7 @@ def test_memory_above_the_soft_limit_reloads_once(devserve: StartDevserve) -> No
     wait_until(lambda: psutil.Process(server.pid).memory_info().rss < 150 * MIB, 10, "memory")
     assert server.request("/").text == "ok"
     # The fresh image is below the limit: no reload loop (limits are checked every second).
-    assert not _happens_within(lambda: count_reloads(server) > 1, 2.5)
+    assert not happens_within(lambda: count_reloads(server) > 1, 2.5)
 
 
 def test_hard_memory_limit_caps_the_address_space(devserve: StartDevserve) -> None:
