@@ -141,6 +141,26 @@ class Server(Command):
         return serve(self.settings(args))
 
 
+class Gevent(Server):
+    """Serve on gevent's evented server: many idle connections (long-polling), one process."""
+
+    def run(self, args: list[str]) -> int:
+        from devserve import evented
+
+        if not evented.available():
+            raise ConfigError(
+                f"gevent mode needs gevent, which is not installed: {evented.INSTALL_HINT}"
+            )
+        settings = self.settings(args)
+        if settings.workers:
+            raise ConfigError(
+                "gevent mode serves from one process and cannot take --workers; for prefork "
+                "with an evented child, run 'devserve --workers N --gevent-port' instead"
+            )
+        evented.ensure_patched()
+        return serve(settings, evented=True)
+
+
 def run(target: Any, settings: dict[str, Any]) -> int:
     """``devserve.run()``: serve a WSGI callable, a ``module:attribute`` or an addons folder
     with keyword settings, exactly as the command line would."""
@@ -158,15 +178,18 @@ def run(target: Any, settings: dict[str, Any]) -> int:
     return serve(config.resolve(values), application)
 
 
-def serve(settings: config.Settings, application: WSGIApplication | None = None) -> int:
+def serve(
+    settings: config.Settings, application: WSGIApplication | None = None, evented: bool = False
+) -> int:
     """Load, bind (or adopt), serve until stopped or reloaded: the ``server`` command once
     settings are resolved. A reload re-execs this process and never returns. An
-    ``application`` given (by ``devserve.run()``) is served instead of the settings' target."""
+    ``application`` given (by ``devserve.run()``) is served instead of the settings' target.
+    ``evented``: on gevent's server (``devserve gevent``, monkey-patched already)."""
     with _interruptible_startup():
-        return _serve(settings, application)
+        return _serve(settings, application, evented)
 
 
-def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
+def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bool) -> int:
     from devserve import app, log, reloader, servers
 
     log.setup_logging(settings.log_level, settings.logfile)
@@ -196,11 +219,13 @@ def _serve(settings: config.Settings, given: WSGIApplication | None) -> int:
             app.load_app(settings)
         _logger.info("loaded %s; stopping after init", app.describe_target(settings, given))
         return ExitCode.OK
+    if settings.gevent_port is not None and not settings.workers and not evented:
+        _logger.warning("--gevent-port is ignored: the evented child runs beside --workers")
     # Written again after a reload (same PID): this image owns it, and removes it at exit.
     pidfile = servers.Pidfile(settings.pidfile)
     pidfile.write()
     try:
-        return _run_server(settings, given, reloaded, pidfile, post_mortem)
+        return _run_server(settings, given, reloaded, pidfile, post_mortem, evented)
     finally:
         pidfile.remove()
 
@@ -222,8 +247,9 @@ def _make_server(
     given: Any,
     broken: bool,
     paused: Callable[[], bool],
+    evented: bool,
 ) -> Any:
-    """The server of the mode asked for: threaded, or prefork with ``--workers``."""
+    """The server of the mode asked for: threaded, gevent, or prefork with ``--workers``."""
     from devserve import app, limits, reloader, servers
 
     common: dict[str, Any] = {
@@ -233,6 +259,19 @@ def _make_server(
         "signal_actions": _signal_actions(settings, given),
         "max_body": settings.limit_request_body * limits.MIB,
     }
+    if evented:
+        from devserve import evented as gevent_mode
+
+        del common["max_body"]  # gevent's own HTTP parsing
+        limits.set_memory_hard(settings.limit_memory_hard)
+        return gevent_mode.GeventServer(
+            application,
+            sock,
+            connections=reloader.adopt_connections(),
+            limits=limits.Limits.from_settings(settings, debugging=_debugger_attached()),
+            parent=gevent_mode.parent_pid(),
+            **common,
+        )
     adopted = reloader.adopt_workers()
     if not settings.workers:
         for pid, _number, heartbeat in adopted:  # --workers was dropped: not ours to keep
@@ -266,8 +305,46 @@ def _make_server(
         adopted=workers,
         keep_adopted=broken and bool(workers),
         report_roots=app.watch_roots(settings, given),
+        evented=_evented_child(settings, given),
         **common,
     )
+
+
+def _evented_child(settings: config.Settings, given: Any) -> Any:
+    """With ``--gevent-port``: the prefork master's evented child, on a socket bound once
+    (or kept from the previous image)."""
+    from devserve import reloader, servers
+
+    sock, previous = reloader.adopt_evented()
+    if settings.gevent_port is None:
+        if sock is not None:  # --gevent-port was dropped: the previous child goes
+            for pid in previous:
+                os.kill(pid, signal.SIGTERM)
+            sock.close()
+        return None
+    from devserve import evented
+
+    if given is not None:
+        raise ConfigError(
+            "--gevent-port needs a target the evented child can load itself: an addons "
+            "folder or module:attribute, not an app object handed to devserve.run()"
+        )
+    if not evented.available():
+        raise ConfigError(
+            f"--gevent-port needs gevent, which is not installed: {evented.INSTALL_HINT}"
+        )
+    if sock is None:
+        sock = servers.bind_socket(settings.http_interface, settings.gevent_port)
+    port = sock.getsockname()[1]
+    return evented.EventedChild(sock, evented.child_environment(settings, port), previous, port)
+
+
+def _evented_child_socket(evented: bool) -> Any:
+    if not evented:
+        return None
+    from devserve import evented as gevent_mode
+
+    return gevent_mode.child_socket()
 
 
 def _run_server(
@@ -276,12 +353,12 @@ def _run_server(
     reloaded: Any,
     pidfile: Any,
     post_mortem: str | None,
+    evented: bool,
 ) -> int:
     from devserve import reloader, servers
 
-    sock = reloader.adopt_socket() or servers.bind_socket(
-        settings.http_interface, settings.http_port
-    )
+    sock = reloader.adopt_socket() or _evented_child_socket(evented)
+    sock = sock or servers.bind_socket(settings.http_interface, settings.http_port)
     load_started = time.time()
     if given is None:
         application, broken_files = _load_or_show_error(settings)
@@ -309,6 +386,7 @@ def _run_server(
         given,
         broken=bool(broken_files),
         paused=lambda: holder is not None and holder.holding > 0,
+        evented=evented,
     )
 
     def announce() -> None:
@@ -316,6 +394,8 @@ def _run_server(
             now = time.monotonic()
             took = (now - reloaded.first_seen) * 1000
             _logger.info("reloaded in %.0f ms: %s", took, reloaded.summary(now))
+        elif getattr(server, "parent", None):  # the prefork master's evented child
+            _logger.info("evented child serving on %s (pid %d)", server.url, os.getpid())
         else:
             _print_banner(settings, server, given, application)
         watcher.start_in_background(server.notify, after=server.served_first)
@@ -324,7 +404,13 @@ def _run_server(
         outcome = server.run(on_ready=announce)
         watcher.stop()  # before the server's wake-up pipe closes: nothing notifies after
         if outcome is servers.Outcome.RELOAD and server.reload is not None:
-            reloader.reexec(server.listener, server.reload, server.handover, server.worker_handover)
+            reloader.reexec(
+                server.listener,
+                server.reload,
+                server.handover,
+                server.worker_handover,
+                getattr(server, "evented_handover", None),
+            )
         code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
         if server.unfinished:
             # Non-daemon request threads would hold the interpreter open: leave now.

@@ -203,6 +203,7 @@ class Option:
     flag: bool = False  # a switch: given on the command line without a value
     saved: bool = True  # written by --save
     in_file: bool = True  # read from the config file
+    const: Any = None  # the value of the option given without one (its value is optional)
 
 
 def setting(default: Any, *flags: str, help: str, **option: Any) -> Any:
@@ -287,6 +288,15 @@ class Settings:
         help="prefork mode: a master and this many worker processes (0: threaded mode)",
         parse=parse_non_negative_int,
         metavar="N",
+    )
+    gevent_port: int | None = setting(
+        None,
+        "--gevent-port",
+        help="prefork: an evented child process (gevent) also serves the app on this port, "
+        "for long-polling (default when given without a port: 8072)",
+        parse=parse_port,
+        metavar="PORT",
+        const=8072,
     )
     limit_request: int = setting(
         65536,
@@ -485,6 +495,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if option.flag:
             group.add_argument(*option.flags, action="store_true", help=help_text, **kwargs)
         else:
+            if option.const is not None:
+                kwargs.update(nargs="?", const=option.const)
             group.add_argument(
                 *option.flags,
                 type=_ParserType(option.parse),

@@ -41,6 +41,8 @@ from devserve.servers import ControlLoop, Outcome, capture_signals
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
+    from devserve.evented import EventedChild
+
 __all__ = ["PreforkServer", "Worker", "WorkerProcess"]
 
 _logger = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ class PreforkServer(ControlLoop):
         keep_adopted: bool = False,
         max_body: int = ServerInfo.max_body,
         report_roots: Iterable[str] = (),
+        evented: EventedChild | None = None,
     ) -> None:
         super().__init__(
             sock,
@@ -118,6 +121,8 @@ class PreforkServer(ControlLoop):
         self.workers: dict[int, Worker] = {}  # pid -> the workers of this image's code
         self.old: dict[int, Worker] = {}  # the previous image's, retired once ours are ready
         self.worker_handover: list[Worker] = []  # after a reload: for the next image
+        self.evented = evented  # --gevent-port's evented child
+        self.evented_handover: tuple[socket.socket, list[int]] | None = None
         self._boot_failures = 0
         self._spawn_after = 0.0  # backing off from workers that die at start
         self._master_pid = os.getpid()
@@ -130,7 +135,8 @@ class PreforkServer(ControlLoop):
 
     @property
     def description(self) -> str:
-        return f"prefork, {self.target} workers"
+        evented = f" + evented child on port {self.evented.port}" if self.evented else ""
+        return f"prefork, {self.target} workers{evented}"
 
     # --- the loop ---
 
@@ -145,6 +151,9 @@ class PreforkServer(ControlLoop):
             if self._outcome is Outcome.RELOAD:
                 # The workers serve on through the exec; the next image adopts them.
                 self.worker_handover = [*self.workers.values(), *self.old.values()]
+                if self.evented is not None:  # restarted by the next image, on new code
+                    self.evented.retire()
+                    self.evented_handover = self.evented.handover()
                 signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)
             else:
                 self._stop_workers()
@@ -197,6 +206,8 @@ class PreforkServer(ControlLoop):
         for worker in [*self.workers.values(), *self.old.values()]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signum)
+        if self.evented is not None:
+            self.evented.signal(signum)
 
     # --- keeping N workers ---
 
@@ -212,6 +223,8 @@ class PreforkServer(ControlLoop):
                 self._spawn()
         if self.old and len([w for w in self._serving() if w.ready]) >= self.target:
             self._retire_old()
+        if self.evented is not None:
+            self.evented.maintain(now)
         self._check_time_limits(now)
 
     def _serving(self) -> list[Worker]:
@@ -289,6 +302,8 @@ class PreforkServer(ControlLoop):
             worker = self.workers.pop(pid, None) or self.old.pop(pid, None)
             if worker is not None:
                 self._gone(worker, os.waitstatus_to_exitcode(status))
+            elif self.evented is not None:
+                self.evented.reaped(pid, os.waitstatus_to_exitcode(status))
 
     def _gone(self, worker: Worker, code: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -350,6 +365,8 @@ class PreforkServer(ControlLoop):
         everyone = [*self.workers.values(), *self.old.values()]
         for worker in everyone:
             self._terminate(worker)
+        if self.evented is not None:
+            self.evented.retire()
         if everyone:
             _logger.info(
                 "stopping: waiting up to %gs for %d worker(s) to finish their request; "
@@ -358,7 +375,7 @@ class PreforkServer(ControlLoop):
                 len(everyone),
             )
         deadline = time.monotonic() + self.shutdown_grace
-        while (self.workers or self.old) and self._outcome is not Outcome.FORCED:
+        while self._children() and self._outcome is not Outcome.FORCED:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -368,10 +385,12 @@ class PreforkServer(ControlLoop):
         for worker in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signal.SIGKILL)
+        if self.evented is not None:
+            self.evented.signal(signal.SIGKILL)
         if left:
             _logger.warning("%d worker(s) killed with their request cut short", len(left))
             self.unfinished = len(left)
-        while self.workers or self.old:
+        while self._children():
             try:
                 pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
@@ -379,6 +398,12 @@ class PreforkServer(ControlLoop):
             gone = self.workers.pop(pid, None) or self.old.pop(pid, None)
             if gone is not None:
                 self._gone(gone, os.waitstatus_to_exitcode(status))
+            elif self.evented is not None:
+                self.evented.reaped(pid, os.waitstatus_to_exitcode(status))
+
+    def _children(self) -> bool:
+        """Whether a worker or the evented child is still to be reaped."""
+        return bool(self.workers or self.old or (self.evented and self.evented.pids))
 
     def close(self) -> None:
         for worker in self.worker_handover:

@@ -52,6 +52,7 @@ RELOAD_ENV = "DEVSERVE_RELOADING"  # "<first_seen> <decided> <exec_at> <what cha
 # "4,5:<base64>": connections handed over by a reload, with what was read of their request
 CONNECTIONS_ENV = "DEVSERVE_CONNECTION_FDS"
 ADAPTER_STOP_TIMEOUT = 3.0  # seconds for debugpy's adapter to end before a reload goes on
+EVENTED_ENV = "DEVSERVE_EVENTED"  # "<socket fd>:<pid>,...": a prefork master's evented child
 WORKERS_ENV = "DEVSERVE_WORKER_FDS"  # "<pid>:<number>:<heartbeat fd>,...": prefork workers
 # Signals blocked across the exec gap: delivered late to the new image, never fatal.
 GAP_SIGNALS = frozenset(
@@ -213,13 +214,15 @@ def reexec(
     reload: Reload,
     connections: Iterable[tuple[socket.socket, bytes]] = (),
     workers: Iterable[Any] = (),
+    evented: tuple[socket.socket, list[int]] | None = None,
 ) -> NoReturn:
     """Replace this process with a fresh image of itself: same PID, same command line,
     same interpreter options, same listen socket; accepted connections whose request was
     not served yet go along (fds 4, 5, ... listed in ``DEVSERVE_CONNECTION_FDS``, each with
     the start of its request head when one was read), and so do
     prefork workers, which serve on meanwhile (their heartbeat pipes next, listed with their
-    PIDs in ``DEVSERVE_WORKER_FDS``)."""
+    PIDs in ``DEVSERVE_WORKER_FDS``), and the prefork master's evented-child socket last,
+    with the PIDs of its children, in ``DEVSERVE_EVENTED``."""
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
     execv: Callable[[str, list[str]], NoReturn] = os.execv
     if "debugpy" in sys.modules:
@@ -231,22 +234,26 @@ def reexec(
         # First out of the way (above every target number), then onto 3, 4, 5...
         passed = [sock.fileno() for sock in (listener, *(c for c, _ in connections))]
         passed += [worker.heartbeat for worker in workers]
+        if evented is not None:
+            passed.append(evented[0].fileno())
         above = LISTEN_FD + len(passed)
         high = [fcntl.fcntl(descriptor, fcntl.F_DUPFD_CLOEXEC, above) for descriptor in passed]
         for target, descriptor in enumerate(high, start=LISTEN_FD):
             os.dup2(descriptor, target, inheritable=True)
-        heartbeats = range(LISTEN_FD + len(passed) - len(workers), LISTEN_FD + len(passed))
+        after_heartbeats = LISTEN_FD + 1 + len(connections) + len(workers)
+        heartbeats = range(after_heartbeats - len(workers), after_heartbeats)
         extra = ",".join(
             f"{fd}:{base64.b64encode(received).decode()}" if received else str(fd)
             for fd, (_, received) in enumerate(connections, start=LISTEN_FD + 1)
         )
         numbered = zip(workers, heartbeats, strict=True)
         listed = ",".join(f"{w.pid}:{w.number}:{fd}" for w, fd in numbered)
+        child = f"{after_heartbeats}:{','.join(map(str, evented[1]))}" if evented else ""
         timing = f"{reload.first_seen} {reload.decided} {time.monotonic()} {reload.cause}"
         os.environ.update(
             LISTEN_FDS="1",
             LISTEN_PID=str(os.getpid()),
-            **{RELOAD_ENV: timing, CONNECTIONS_ENV: extra, WORKERS_ENV: listed},
+            **{RELOAD_ENV: timing, CONNECTIONS_ENV: extra, WORKERS_ENV: listed, EVENTED_ENV: child},
         )
         # Close every other descriptor we may have leaked (inotify's is not close-on-exec).
         os.closerange(LISTEN_FD + len(passed), _max_fd())
@@ -334,6 +341,17 @@ def adopt_workers() -> list[tuple[int, int, int]]:
             os.set_blocking(descriptor, False)
             workers.append((pid, number, descriptor))
     return workers
+
+
+def adopt_evented() -> tuple[socket.socket | None, list[int]]:
+    """A prefork master's evented-child socket from the previous image, with the PIDs of
+    the children still running there (this image starts its own; those are retired)."""
+    descriptor, _, pids = os.environ.pop(EVENTED_ENV, "").partition(":")
+    if not descriptor.isdigit():
+        return None, []
+    sock = socket.socket(fileno=int(descriptor))
+    sock.set_inheritable(False)
+    return sock, [int(pid) for pid in pids.split(",") if pid.isdigit()]
 
 
 def adopt_connections() -> list[tuple[socket.socket, bytes]]:

@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -374,7 +375,9 @@ class InotifyBackend(Backend):
             | flags.IN_MOVED_FROM
             | flags.IN_MOVED_TO
         )
-        self._inotify = inotify.adapters.Inotify(block_duration_s=1.0)
+        self._inotify = (
+            _evented_inotify() if _evented() else inotify.adapters.Inotify(block_duration_s=1)
+        )
         self._roots_of: dict[str, str] = {}  # watched folder -> the root it belongs to
         self._files: frozenset[str] = frozenset()
         self._stopped = threading.Event()
@@ -478,6 +481,42 @@ class InotifyBackend(Backend):
         self._stopped.set()
 
 
+def _evented() -> bool:
+    """Under gevent's monkey-patching (``devserve gevent``): every "thread" is a greenlet, so
+    a wait must go through gevent's hub or it stalls them all."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("select"))
+
+
+def _evented_inotify() -> Any:
+    """The ``inotify`` package's adapter for gevent mode. gevent removes ``select.epoll``,
+    which the adapter needs: it gets the real one, and it never blocks in it: each of its
+    waits first goes through gevent's ``select`` until the epoll descriptor is readable."""
+    import select
+    import types
+
+    import inotify.adapters
+    from gevent import monkey
+    from gevent import select as gevent_select
+
+    made: list[Any] = []
+
+    def epoll() -> Any:
+        made.append(monkey.get_original("select", "epoll")())
+        return made[-1]
+
+    def wait() -> float:
+        gevent_select.select([made[0].fileno()], [], [], 1.0)
+        return 0  # events are in (or a second passed): the adapter's own poll returns at once
+
+    patched = inotify.adapters.select
+    inotify.adapters.select = types.SimpleNamespace(epoll=epoll, POLLIN=select.POLLIN)
+    try:
+        return inotify.adapters.Inotify(block_duration_s=wait)
+    finally:
+        inotify.adapters.select = patched
+
+
 class WatchdogBackend(Backend):
     """The watchdog package (where inotify is missing: macOS, Windows, BSD)."""
 
@@ -548,6 +587,8 @@ def backend_names() -> tuple[str, ...]:
 
 
 def available(name: str) -> bool:
+    if name == "watchdog" and _evented():
+        return False  # its observer's queue does not work with gevent's patched one
     module = {"inotify": "inotify.adapters", "watchdog": "watchdog.observers"}.get(name)
     if module is None:
         return True

@@ -100,7 +100,7 @@ def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["frobnicate"]) == ExitCode.USAGE
     line = one_error_line(capsys)
     assert "unknown command 'frobnicate'" in line
-    assert "(known commands: help, server)" in line
+    assert "(known commands: gevent, help, server)" in line
 
 
 @pytest.mark.parametrize(

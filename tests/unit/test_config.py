@@ -445,6 +445,7 @@ def full_settings(tmp_path: Path) -> Settings:
         http_port=9000,
         dev=("reload", "pdb"),
         max_http_threads=8,
+        gevent_port=8072,
         shutdown_grace=2.5,
         pidfile=str(tmp_path / "devserve.pid"),
         log_level="debug",
@@ -475,7 +476,7 @@ def test_save_skips_settings_without_value(tmp_path: Path) -> None:
     path = tmp_path / "rc.ini"
     config.save_config_file(Settings(http_port=1234), str(path))
     keys = saved_keys(path)
-    for unset in ("app", "max_http_threads", "pidfile", "logfile"):
+    for unset in ("app", "max_http_threads", "gevent_port", "pidfile", "logfile"):
         assert unset not in keys
     assert "http_port = 1234" in path.read_text()
 

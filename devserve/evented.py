@@ -1,0 +1,489 @@
+"""Gevent mode: the app on gevent's WSGI server, one greenlet per connection, for long-polling
+and other work with many idle connections.
+
+``devserve gevent`` monkey-patches before anything else is imported (``__main__.py`` does it,
+on every re-exec too, since a reload re-runs the same command line). :class:`GeventServer`
+is a :class:`~devserve.servers.ControlLoop` like the threaded server: signals and the watcher
+post events, and the main greenlet handles them. Signals go through ``gevent.signal_handler``:
+a plain Python handler only runs when the main greenlet runs Python code, which it may not
+do for a long time while the hub waits.
+
+A reload keeps the listen socket, lets running requests finish, and hands connections that
+wait for their next request to the next image, untouched (nothing of them was read).
+
+In prefork mode, :class:`EventedChild` is the master's side: it runs ``devserve gevent`` on
+``--gevent-port`` as a child (Odoo's long-polling port), on a socket the master keeps, so a
+respawn or a reload never refuses a client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from devserve import config
+from devserve.handler import RequestInfo
+from devserve.limits import Limits
+from devserve.reloader import GAP_SIGNALS, FileChanges
+from devserve.servers import ControlLoop, Outcome
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+__all__ = [
+    "EventedChild",
+    "GeventServer",
+    "available",
+    "child_socket",
+    "ensure_patched",
+    "parent_pid",
+]
+
+_logger = logging.getLogger(__name__)
+_access_logger = logging.getLogger("devserve.access")
+
+PARENT_ENV = "DEVSERVE_GEVENT_PARENT"  # in the evented child: the prefork master's PID
+SOCKET_ENV = "DEVSERVE_GEVENT_FD"  # in the evented child: the listen socket the master passes
+CHILD_FD = 3
+WATCHDOG_EVERY = 1.0  # seconds between two checks of the parent and of memory
+INSTALL_HINT = "pip install 'devserve[gevent]'"
+
+
+def available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("gevent") is not None
+
+
+def is_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("socket"))
+
+
+def ensure_patched() -> None:
+    """Patch now if ``__main__`` did not (``cli.main(["gevent", ...])`` called from Python):
+    late, but better than greenlets that block each other."""
+    if not is_patched():
+        from gevent import monkey
+
+        monkey.patch_all()
+
+
+def parent_pid() -> int | None:
+    """The prefork master's PID when this process is its evented child."""
+    with contextlib.suppress(ValueError):
+        return int(os.environ.get(PARENT_ENV, ""))
+    return None
+
+
+def child_socket() -> socket.socket | None:
+    """The listen socket the prefork master passed to its evented child (once)."""
+    descriptor = os.environ.pop(SOCKET_ENV, "")
+    if not descriptor.isdigit():
+        return None
+    sock = socket.socket(fileno=int(descriptor))
+    sock.set_inheritable(False)
+    return sock
+
+
+class GeventServer(ControlLoop):
+    """gevent's ``WSGIServer`` run by a control loop in the main greenlet."""
+
+    mode = "gevent"
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        sock: socket.socket,
+        *,
+        shutdown_grace: float = 5.0,
+        reload_grace: float = 5.0,
+        on_changes: Callable[[FileChanges], bool] | None = None,
+        signal_actions: Mapping[int, Callable[[], None]] | None = None,
+        connections: Iterable[tuple[socket.socket, bytes]] = (),
+        limits: Limits | None = None,
+        parent: int | None = None,
+    ) -> None:
+        import gevent.event
+        from gevent import pywsgi
+
+        super().__init__(
+            sock,
+            shutdown_grace=shutdown_grace,
+            reload_grace=reload_grace,
+            on_changes=on_changes,
+            signal_actions=signal_actions,
+        )
+        self.limits = limits or Limits()
+        self.parent = parent  # the prefork master, when this is its evented child
+        self.served_first = gevent.event.Event()
+        self.requests: dict[Any, RequestInfo] = {}  # greenlet -> the request it serves
+        self.idle: set[Any] = set()  # handlers waiting for their next request
+        # Readable once draining starts: connections waiting for a request wake on it.
+        self.drain_read, self._drain_write = os.pipe()
+        self._adopted = list(connections)
+        self.http = pywsgi.WSGIServer(
+            sock, app, handler_class=_handler_class(self), log=None, error_log=None
+        )
+
+    @property
+    def description(self) -> str:
+        return "gevent" if self.parent is None else f"gevent, evented child of {self.parent}"
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> Outcome:
+        import gevent
+
+        handled = set(GAP_SIGNALS)
+        if self.parent is not None:  # the terminal's CTRL-C: the master stops this child
+            from devserve.prefork import set_title
+
+            set_title("evented child")
+            handled.discard(signal.SIGINT)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        handlers = [gevent.signal_handler(s, self.notify, s) for s in handled]
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, GAP_SIGNALS)
+        try:
+            self.http.start()
+            for connection, received in self._adopted:  # handed over by the previous image
+                self._adopt(connection, received)
+            self._adopted.clear()
+            watchdog = gevent.spawn(self._watchdog)
+            if on_ready is not None:
+                on_ready()
+            while self._outcome is None:
+                for key, _ in self._selector.select(None):
+                    if key.data == "wake":
+                        self._handle_events()
+            watchdog.kill(block=False)
+            self.http.stop_accepting()
+            if self._outcome is Outcome.STOP:
+                self.listener.close()  # this process's descriptor: new clients are refused
+                self._log_stopping()
+            self._drain()
+            if self._outcome is Outcome.RELOAD:
+                # Held from here to the new image's handlers: none may take a default action.
+                signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)
+        finally:
+            for handler in handlers:
+                handler.cancel()
+        return self._outcome
+
+    def _adopt(self, connection: socket.socket, received: bytes) -> None:
+        if received:  # only a threaded image reads ahead; never expected here
+            connection.close()
+            return
+        try:
+            client = connection.getpeername()
+        except OSError:
+            connection.close()
+            return
+        from gevent import socket as gevent_socket
+
+        cooperative = gevent_socket.socket(fileno=connection.detach())
+        self.http.do_handle(cooperative, client)
+
+    def handle_event(self, event: Any) -> None:
+        super().handle_event(event)
+        if event == signal.SIGQUIT:
+            dump_greenlets(self.requests)
+
+    def handle_mode_event(self, event: Any) -> None:
+        if event == "parent-gone" and self._outcome is None:
+            _logger.warning("the prefork master %s is gone: stopping", self.parent)
+            self._outcome = Outcome.STOP
+        elif event == "memory-soft" and self._outcome is None:
+            over = f"memory above --limit-memory-soft ({self.limits.memory_soft} MiB)"
+            if self.parent is not None:
+                _logger.warning("%s: exiting; the master starts another", over)
+                self._outcome = Outcome.STOP
+            else:
+                _logger.warning("%s: reloading once requests finish", over)
+                self._reload(over, time.monotonic())
+
+    def _watchdog(self) -> None:
+        """The parent still ours, memory below the soft limit: checked every second."""
+        import gevent
+
+        while True:
+            gevent.sleep(WATCHDOG_EVERY)
+            if self.parent is not None and os.getppid() != self.parent:
+                self.notify("parent-gone")
+                return
+            if self.limits.over_memory_soft():
+                self.notify("memory-soft")
+                return
+
+    def busy_requests(self) -> list[RequestInfo]:
+        return list(self.requests.values())
+
+    def _log_stopping(self) -> None:
+        busy = len(self.requests)
+        if busy:
+            _logger.info(
+                "stopping: waiting up to %gs for %d running request(s); "
+                "press CTRL-C again or send a second signal to stop at once",
+                self.shutdown_grace,
+                busy,
+            )
+        else:
+            _logger.info("stopping")
+
+    def _drain(self) -> None:
+        """Idle connections are handed over (reload) or closed (stop) at once; running
+        requests get the grace period, and a second INT/TERM ends the wait."""
+        self._draining = True
+        os.write(self._drain_write, b"\0")  # wakes every connection waiting for a request
+        grace = self.reload_grace if self._outcome is Outcome.RELOAD else self.shutdown_grace
+        deadline = time.monotonic() + grace
+        while self._outcome is not Outcome.FORCED and (self.requests or self.idle):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # Request greenlets post an event as they finish; re-check at least every 50 ms.
+            for key, _ in self._selector.select(timeout=min(remaining, 0.05)):
+                if key.data == "wake":
+                    self._handle_events()
+        self.unfinished = len(self.requests)
+        if self._outcome is Outcome.FORCED:
+            _logger.warning("forced stop: %d request(s) cut short", self.unfinished)
+        elif self.unfinished:
+            _logger.warning(
+                "%d request(s) still running after the %gs grace period are cut short",
+                self.unfinished,
+                grace,
+            )
+
+    def hand_over(self, handler: Any) -> None:
+        """A connection waiting for its next request, for the next image (reload) or to
+        close (stop)."""
+        sock = handler.socket
+        handler.socket = None  # gevent's handler must neither read nor close it now
+        if self._outcome is Outcome.RELOAD:
+            self.handover.append((socket.socket(fileno=sock.detach()), b""))
+        else:
+            sock.close()
+
+    def close(self) -> None:
+        with self._closing:
+            self._closed = True
+        for connection, _ in self.handover:
+            connection.close()
+        self._close_loop()
+        os.close(self.drain_read)
+        os.close(self._drain_write)
+        with contextlib.suppress(OSError):
+            self.listener.close()
+
+
+def _handler_class(server: GeventServer) -> type[Any]:
+    """gevent's request handler, made to report to ``server``: what each greenlet serves
+    (stack dumps name it), and when it waits for a next request (a drain takes those)."""
+    from gevent import GreenletExit, getcurrent, pywsgi
+    from gevent import select as gevent_select
+
+    class Handler(pywsgi.WSGIHandler):
+        def read_requestline(self) -> str:
+            if not server._draining:
+                server.idle.add(self)
+                try:  # until the client sends, or a drain starts (nothing read yet)
+                    gevent_select.select([self.socket, server.drain_read], [], [])
+                except OSError:
+                    return ""
+                finally:
+                    server.idle.discard(self)
+            if server._draining:
+                server.hand_over(self)
+                server.notify("idle-gone")
+                return ""
+            return super().read_requestline()
+
+        def handle_one_request(self) -> Any:
+            try:
+                return super().handle_one_request()
+            finally:
+                if server.requests.pop(getcurrent(), None) is not None:
+                    server.served_first.set()
+                    if server._draining:
+                        server.notify("request-done")
+
+        def read_request(self, raw_requestline: str) -> Any:
+            result = super().read_request(raw_requestline)
+            client = self.client_address[0] if isinstance(self.client_address, tuple) else "-"
+            server.requests[getcurrent()] = RequestInfo(
+                self.command or "-", self.path or "-", client, time.monotonic()
+            )
+            return result
+
+        def log_request(self) -> None:
+            if not _access_logger.isEnabledFor(logging.INFO):
+                return
+            info = server.requests.get(getcurrent())
+            took = (time.monotonic() - info.started) * 1000 if info else 0.0
+            status_line = getattr(self, "_orig_status", None) or self.status or "0"
+            status = int(str(status_line).split()[0])
+            _access_logger.info(
+                '%s "%s" %s %s %.1fms',
+                info.client if info else "-",
+                self.requestline,
+                status,
+                self.response_length,
+                took,
+                extra={"status": status},
+            )
+
+        def _log_error(self, kind: Any, value: Any, tb: Any) -> None:
+            # gevent prints the traceback to stderr through its hub; devserve logs it.
+            if not issubclass(kind, GreenletExit):
+                where = f"{self.command} {self.path}" if self.command else "a connection"
+                _logger.error("error serving %s", where, exc_info=(kind, value, tb))
+
+    return Handler
+
+
+def dump_greenlets(requests: Mapping[Any, RequestInfo]) -> None:
+    """Log the stack of every live greenlet, with the request it serves and for how long."""
+    import threading
+
+    import greenlet
+
+    current = greenlet.getcurrent()
+    # Patched threads are greenlets, identified by the greenlet's id: show their names.
+    thread_names = {thread.ident: thread.name for thread in threading.enumerate()}
+    lines = []
+    for item in gc.get_objects():
+        if not isinstance(item, greenlet.greenlet) or item.dead:
+            continue
+        frame = sys._getframe() if item is current else item.gr_frame
+        if frame is None and item is not current:
+            continue  # the hub (in C), or not started yet
+        header = thread_names.get(id(item)) or getattr(item, "name", None) or "greenlet"
+        request = requests.get(item)
+        if request is not None:
+            header += (
+                f": {request.method} {request.path} from {request.client}, "
+                f"running for {request.age:.1f}s"
+            )
+        elif item is current:
+            header += " (main, running this dump)"
+        lines.append(f"# greenlet {header}")
+        lines.extend(line.rstrip("\n") for line in traceback.format_stack(frame))
+    count = len([line for line in lines if line.startswith("# greenlet")])
+    _logger.info("greenlets of process %d (%d):\n%s", os.getpid(), count, "\n".join(lines))
+
+
+# --- the prefork master's side ---
+
+CHILD_BACKOFF_MAX = 30.0  # seconds between two attempts when the child keeps dying at start
+STARTED_AFTER = 5.0  # a child alive this long has started; dying later is not a boot failure
+
+
+def child_environment(settings: config.Settings, port: int) -> dict[str, str]:
+    """The master's settings for the child, as ``DEVSERVE_*`` variables (they override the
+    config file; the child has no command-line options): one process, on the gevent port,
+    no watching (the master reloads and restarts it), no pidfile."""
+    env = dict(os.environ)
+    overrides = {
+        "workers": 0,
+        "http_port": port,
+        "gevent_port": None,
+        "pidfile": None,
+        "dev": tuple(m for m in settings.dev if m not in ("reload", *config.POST_MORTEM)),
+    }
+    for field, option in config.options():
+        if not option.in_file:
+            continue
+        value = overrides.get(field.name, getattr(settings, field.name))
+        name = config.env_var(field.name)
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = config.format_value(value)
+    env[PARENT_ENV] = str(os.getpid())
+    env[SOCKET_ENV] = str(CHILD_FD)
+    return env
+
+
+class EventedChild:
+    """The evented child of a prefork master: started, respawned when it dies (backing off
+    when it dies at start), restarted on reload, stopped with the master."""
+
+    def __init__(
+        self, sock: socket.socket, env: dict[str, str], previous: Iterable[int], port: int
+    ) -> None:
+        self.sock = sock  # kept by the master: across respawns and its own reloads
+        self.port = port
+        self.env = env
+        self.pid: int | None = None
+        self.retiring = set(previous)  # the previous image's children, finishing requests
+        self._started = 0.0
+        self._failures = 0
+        self._spawn_after = 0.0
+
+    @property
+    def pids(self) -> list[int]:
+        return [*([self.pid] if self.pid else []), *self.retiring]
+
+    def maintain(self, now: float) -> None:
+        if self.pid is None and now >= self._spawn_after:
+            self._spawn(now)
+
+    def _spawn(self, now: float) -> None:
+        argv = [sys.executable, "-m", "devserve", "gevent"]
+        if self.sock.fileno() == CHILD_FD:  # dup2 onto itself would leave it close-on-exec
+            os.set_inheritable(CHILD_FD, True)
+        self.pid = os.posix_spawn(
+            sys.executable,
+            argv,
+            self.env,
+            file_actions=[(os.POSIX_SPAWN_DUP2, self.sock.fileno(), CHILD_FD)],
+        )
+        self._started = now
+        _logger.info("evented child started (pid %d)", self.pid)
+
+    def reaped(self, pid: int, code: int) -> bool:
+        """Whether ``pid`` was ours; a child that died on its own is started again."""
+        if pid in self.retiring:
+            self.retiring.discard(pid)
+            return True
+        if pid != self.pid:
+            return False
+        self.pid = None
+        how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        now = time.monotonic()
+        self._failures = self._failures + 1 if now - self._started < STARTED_AFTER else 0
+        if self._failures < 2:  # once is an accident (or a kill): at once
+            _logger.warning("evented child died (%s); starting another", how)
+        else:  # it keeps dying at start: broken code, a port problem... back off
+            delay = min(CHILD_BACKOFF_MAX, 2.0 ** (self._failures - 2))
+            self._spawn_after = now + delay
+            _logger.error(
+                "evented child died while starting (%s), %d in a row: next attempt in %.0f s",
+                how,
+                self._failures,
+                delay,
+            )
+        return True
+
+    def signal(self, signum: int) -> None:
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def retire(self) -> None:
+        """TERM it (it finishes its requests on its own); not respawned."""
+        if self.pid is not None:
+            self.retiring.add(self.pid)
+            self.pid = None
+        self.signal(signal.SIGTERM)
+
+    def handover(self) -> tuple[socket.socket, list[int]]:
+        return self.sock, self.pids
