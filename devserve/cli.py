@@ -287,6 +287,7 @@ def _run_server(
         application, broken_files = _load_or_show_error(settings)
     else:
         application, broken_files = given, []
+    crons = _cron_runner(settings, application) if given is None and not broken_files else None
     holder = None  # the post-mortem debugger, which may hold requests
     if post_mortem:
         from devserve import debug
@@ -319,15 +320,19 @@ def _run_server(
         else:
             _print_banner(settings, server, given, application)
         watcher.start_in_background(server.notify, after=server.served_first)
+        if crons is not None:
+            crons.start()
 
     try:
         outcome = server.run(on_ready=announce)
         watcher.stop()  # before the server's wake-up pipe closes: nothing notifies after
+        crons_done = crons is None or crons.stop(_cron_grace(settings, outcome))
         if outcome is servers.Outcome.RELOAD and server.reload is not None:
             reloader.reexec(server.listener, server.reload, server.handover, server.worker_handover)
         code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
-        if server.unfinished:
-            # Non-daemon request threads would hold the interpreter open: leave now.
+        if server.unfinished or not crons_done:
+            # Non-daemon request threads would hold the interpreter open, and a cron job
+            # left running could block its shutdown: leave now.
             pidfile.remove()
             logging.shutdown()
             os._exit(code)
@@ -336,6 +341,28 @@ def _run_server(
         server.close()  # idle pooled threads end
     _logger.info("stopped")
     return code
+
+
+def _cron_runner(settings: config.Settings, loaded: WSGIApplication) -> Any:
+    """The threaded server's cron threads, over the @cron jobs of the addons served (a plain
+    WSGI app has none; prefork runs them in workers of its own)."""
+    if settings.workers or settings.app:
+        return None
+    from devserve import cron, http
+
+    if not isinstance(loaded, http.Root):
+        return None
+    jobs = cron.served_jobs(loaded.addons)
+    return cron.CronRunner(jobs, settings.max_cron_threads, cron.time_limit(settings))
+
+
+def _cron_grace(settings: config.Settings, outcome: Any) -> float:
+    """Running cron jobs get the grace period requests get; a forced stop waits for none."""
+    from devserve.servers import Outcome
+
+    if outcome is Outcome.RELOAD:
+        return settings.reload_grace
+    return settings.shutdown_grace if outcome is Outcome.STOP else 0.0
 
 
 @contextlib.contextmanager
