@@ -326,7 +326,7 @@ def _run_server(
     try:
         outcome = server.run(on_ready=announce)
         watcher.stop()  # before the server's wake-up pipe closes: nothing notifies after
-        crons_done = crons is None or crons.stop(_cron_grace(settings, outcome))
+        crons_done, outcome = _stop_crons(crons, settings, outcome)
         if outcome is servers.Outcome.RELOAD and server.reload is not None:
             reloader.reexec(server.listener, server.reload, server.handover, server.worker_handover)
         code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
@@ -356,13 +356,20 @@ def _cron_runner(settings: config.Settings, loaded: WSGIApplication) -> Any:
     return cron.CronRunner(jobs, settings.max_cron_threads, cron.time_limit(settings))
 
 
-def _cron_grace(settings: config.Settings, outcome: Any) -> float:
-    """Running cron jobs get the grace period requests get; a forced stop waits for none."""
+def _stop_crons(crons: Any, settings: config.Settings, outcome: Any) -> tuple[bool, Any]:
+    """Running cron jobs get the grace period requests got (a forced stop: none). Returns
+    whether none is left running, and the outcome: a second INT/TERM meanwhile (which
+    raises KeyboardInterrupt here, as during start-up) forces the stop."""
     from devserve.servers import Outcome
 
-    if outcome is Outcome.RELOAD:
-        return settings.reload_grace
-    return settings.shutdown_grace if outcome is Outcome.STOP else 0.0
+    if crons is None:
+        return True, outcome
+    grace = {Outcome.RELOAD: settings.reload_grace, Outcome.STOP: settings.shutdown_grace}
+    try:
+        return crons.stop(grace.get(outcome, 0.0)), outcome
+    except KeyboardInterrupt:
+        _logger.warning("forced stop: running cron jobs cut short")
+        return False, Outcome.FORCED
 
 
 @contextlib.contextmanager

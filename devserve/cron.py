@@ -272,6 +272,14 @@ class CronRunner:
             self._due.notify_all()
             self._watched.notify_all()
             threads = list(self._threads)
+            running = [run.job.name for run in self._runs.values()]
+        if running and timeout > 0:
+            _logger.info(
+                "cron: waiting up to %gs for %s: %s",
+                timeout,
+                _plural(len(running), "running job"),
+                ", ".join(running),
+            )
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
