@@ -16,12 +16,12 @@ import logging
 import os
 import sys
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Any
 
 from devserve.errors import AppLoadError, ConfigError, exception_summary
 
-__all__ = ["NAMESPACE", "Addon", "discover", "import_addons", "read_manifest"]
+__all__ = ["NAMESPACE", "Addon", "addon_of", "discover", "import_addons", "read_manifest"]
 
 NAMESPACE = "devserve_addons"
 MANIFEST = "__manifest__.py"
@@ -46,6 +46,14 @@ class Addon:
     @property
     def depends(self) -> tuple[str, ...]:
         return tuple(self.manifest.get("depends", ()))
+
+
+def addon_of(module: str, names: Container[str]) -> str | None:
+    """The addon among ``names`` that module ``module`` belongs to (``devserve_addons.shop.x``
+    belongs to ``shop``), if any: what an addon declares counts only while it is served."""
+    namespace, _, rest = module.partition(".")
+    name = rest.partition(".")[0]
+    return name if namespace == NAMESPACE and name in names else None
 
 
 def read_manifest(path: str) -> dict[str, Any]:

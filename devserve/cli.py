@@ -364,6 +364,7 @@ def _run_server(
         application, broken_files = _load_or_show_error(settings)
     else:
         application, broken_files = given, []
+    crons = _cron_runner(settings, application) if given is None and not broken_files else None
     holder = None  # the post-mortem debugger, which may hold requests
     if post_mortem:
         from devserve import debug
@@ -399,10 +400,13 @@ def _run_server(
         else:
             _print_banner(settings, server, given, application)
         watcher.start_in_background(server.notify, after=server.served_first)
+        if crons is not None:
+            crons.start()
 
     try:
         outcome = server.run(on_ready=announce)
         watcher.stop()  # before the server's wake-up pipe closes: nothing notifies after
+        crons_done, outcome = _stop_crons(crons, settings, outcome)
         if outcome is servers.Outcome.RELOAD and server.reload is not None:
             reloader.reexec(
                 server.listener,
@@ -412,8 +416,9 @@ def _run_server(
                 getattr(server, "evented_handover", None),
             )
         code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
-        if server.unfinished:
-            # Non-daemon request threads would hold the interpreter open: leave now.
+        if server.unfinished or not crons_done:
+            # Non-daemon request threads would hold the interpreter open, and a cron job
+            # left running could block its shutdown: leave now.
             pidfile.remove()
             logging.shutdown()
             os._exit(code)
@@ -422,6 +427,35 @@ def _run_server(
         server.close()  # idle pooled threads end
     _logger.info("stopped")
     return code
+
+
+def _cron_runner(settings: config.Settings, loaded: WSGIApplication) -> Any:
+    """The threaded server's cron threads, over the @cron jobs of the addons served (a plain
+    WSGI app has none; prefork runs them in workers of its own)."""
+    if settings.workers or settings.app:
+        return None
+    from devserve import cron, http
+
+    if not isinstance(loaded, http.Root):
+        return None
+    jobs = cron.served_jobs(loaded.addons)
+    return cron.CronRunner(jobs, settings.max_cron_threads, cron.time_limit(settings))
+
+
+def _stop_crons(crons: Any, settings: config.Settings, outcome: Any) -> tuple[bool, Any]:
+    """Running cron jobs get the grace period requests got (a forced stop: none). Returns
+    whether none is left running, and the outcome: a second INT/TERM meanwhile (which
+    raises KeyboardInterrupt here, as during start-up) forces the stop."""
+    from devserve.servers import Outcome
+
+    if crons is None:
+        return True, outcome
+    grace = {Outcome.RELOAD: settings.reload_grace, Outcome.STOP: settings.shutdown_grace}
+    try:
+        return crons.stop(grace.get(outcome, 0.0)), outcome
+    except KeyboardInterrupt:
+        _logger.warning("forced stop: running cron jobs cut short")
+        return False, Outcome.FORCED
 
 
 @contextlib.contextmanager

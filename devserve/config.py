@@ -86,6 +86,15 @@ def parse_seconds(text: str) -> float:
     return seconds
 
 
+def parse_seconds_or_inherit(text: str) -> float:
+    """Seconds (0: no limit), or -1: the value of the setting this one falls back on."""
+    if text.strip() in ("-1", "-1.0"):
+        return -1.0
+    if text.strip().startswith("-"):
+        raise ValueError(f"{text!r} must be -1 (the fallback), 0 (no limit) or more")
+    return parse_seconds(text)
+
+
 def parse_non_negative_int(text: str) -> int:
     number = parse_int(text)
     if number < 0:
@@ -342,6 +351,21 @@ class Settings:
         help="seconds a request may run: then its stack is logged and its worker killed "
         "(threaded mode: a reload once other requests finish); 0: no limit",
         parse=parse_seconds,
+        metavar="SECONDS",
+    )
+    max_cron_threads: int = setting(
+        2,
+        "--max-cron-threads",
+        help="threads that run the served addons' @cron jobs (0: no cron)",
+        parse=parse_non_negative_int,
+        metavar="N",
+    )
+    limit_time_real_cron: float = setting(
+        -1.0,
+        "--limit-time-real-cron",
+        help="seconds a @cron job may run before its stack is logged (the job goes on); "
+        "-1: the value of --limit-time-real, 0: no limit",
+        parse=parse_seconds_or_inherit,
         metavar="SECONDS",
     )
     shutdown_grace: float = setting(

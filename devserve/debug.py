@@ -26,6 +26,7 @@ __all__ = [
     "debugger",
     "debugger_pin",
     "dump_stacks",
+    "format_stacks",
     "is_loopback",
 ]
 
@@ -38,6 +39,7 @@ def _describe(thread: threading.Thread) -> str:
         kind = "main" if thread is threading.main_thread() else "thread"
     header = f"{thread.name} ({kind}, ident {thread.ident})"
     request = getattr(thread, "request", None)
+    doing = getattr(thread, "doing", None)  # a thread that says what it does (cron's)
     if request is not None:
         header += (
             f": {request.method} {request.path} from {request.client}, "
@@ -45,21 +47,29 @@ def _describe(thread: threading.Thread) -> str:
         )
     elif kind == "request":
         header += ": idle"
+    elif callable(doing):
+        header += f": {doing()}"
     return header
 
 
-def dump_stacks(only: Iterable[threading.Thread] | None = None) -> None:
-    """Log every thread's stack (or ``only`` those), request threads with what they serve
-    and for how long."""
+def format_stacks(threads: Iterable[threading.Thread]) -> list[str]:
+    """Lines for the threads' stacks, each under a header that says what the thread does."""
     frames = sys._current_frames()
-    threads = threading.enumerate() if only is None else list(only)
-    lines = [f"stacks of process {os.getpid()} ({len(threads)} threads):"]
+    lines = []
     for thread in threads:
         lines.append(f"# {_describe(thread)}")
         frame = frames.get(thread.ident or -1)
         if frame is not None:
             lines.extend(line.rstrip("\n") for line in traceback.format_stack(frame))
-    _logger.info("%s", "\n".join(lines))
+    return lines
+
+
+def dump_stacks(only: Iterable[threading.Thread] | None = None) -> None:
+    """Log every thread's stack (or ``only`` those), request threads with what they serve
+    and for how long."""
+    threads = threading.enumerate() if only is None else list(only)
+    header = f"stacks of process {os.getpid()} ({len(threads)} threads):"
+    _logger.info("%s", "\n".join([header, *format_stacks(threads)]))
 
 
 class CacheReporter:

@@ -29,7 +29,7 @@ from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request as HTTPRequest
 from werkzeug.wrappers import Response
 
-from devserve.addons import Addon
+from devserve.addons import Addon, addon_of
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -162,11 +162,6 @@ def _routing(cls: type, name: str) -> Routing | None:
     return None
 
 
-def _addon_of(module: str, addons: dict[str, Addon]) -> str | None:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 and parts[1] in addons else None
-
-
 class Root:
     """The WSGI application of an addons path."""
 
@@ -178,7 +173,7 @@ class Root:
         )
         for controller in self._leaf_controllers():
             instance = controller()
-            addon = _addon_of(controller.__module__, self.addons)
+            addon = addon_of(controller.__module__, self.addons)
             for name in dir(controller):
                 routing = _routing(controller, name)
                 if routing is None:
@@ -188,7 +183,7 @@ class Root:
                     self.url_map.add(Rule(path, endpoint=endpoint, methods=routing.methods))
 
     def _leaf_controllers(self) -> list[type[Controller]]:
-        served = [c for c in _controllers if _addon_of(c.__module__, self.addons)]
+        served = [c for c in _controllers if addon_of(c.__module__, self.addons)]
         return [c for c in served if not any(o is not c and issubclass(o, c) for o in served)]
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

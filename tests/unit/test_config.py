@@ -120,6 +120,26 @@ def test_parse_seconds_rejects_negative_and_garbage() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"), [("-1", -1.0), ("-1.0", -1.0), ("0", 0.0), ("9", 9.0)]
+)
+def test_parse_seconds_or_inherit(text: str, expected: float) -> None:
+    assert config.parse_seconds_or_inherit(text) == expected
+
+
+@pytest.mark.parametrize("text", ["-2", "-0.5"])
+def test_parse_seconds_or_inherit_rejects_other_negatives(text: str) -> None:
+    with pytest.raises(ValueError, match=r"must be -1 \(the fallback\), 0 \(no limit\) or more"):
+        config.parse_seconds_or_inherit(text)
+    with pytest.raises(ValueError, match="is not a number of seconds"):
+        config.parse_seconds_or_inherit("soon")
+
+
+def test_minus_one_is_a_value_on_the_command_line() -> None:
+    given = cli("--limit-time-real-cron", "-1", "--max-cron-threads", "0")
+    assert given == {"limit_time_real_cron": -1.0, "max_cron_threads": 0}
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("", ()),
