@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil  # a dependency of devserve
-from processes import HOST, free_port, server_env, stop
+from processes import HOST, free_port, spawn, stop
 from reload import LoadCounts, http_get, load_clients, percentile, table
 from throughput import WRK_INSTALL_HINT, BenchmarkError, parse_wrk, positive_int
 
@@ -201,15 +201,7 @@ def started(server: Server, workers: int, log_dir: Path, home: Path) -> Iterator
     log_path = log_dir / f"{server.name}.log"
     log_path.write_bytes(b"")  # a --log-dir used before: this run's log only
     with open(log_path, "ab") as log:  # O_APPEND: master and workers write to it
-        process = subprocess.Popen(
-            server.command(port, workers),
-            cwd=APPS_DIR,
-            env=server_env(home),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C goes to us; we stop the server in `finally`
-        )
+        process = spawn(server.command(port, workers), APPS_DIR, home, log)
     try:
         running = Running(server, process, port, log_path, workers)
         server.phases.append(("start-up", 0))

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import IO
 
 import psutil  # a dependency of devserve
 
@@ -35,6 +36,22 @@ def server_env(home: str | Path) -> dict[str, str]:
     env.pop("FORCE_COLOR", None)
     env.update(HOME=str(home), NO_COLOR="1", PYTHONUNBUFFERED="1")
     return env
+
+
+def spawn(
+    command: list[str], cwd: str | Path, home: str | Path, log: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """Start a server in its own process group (so Ctrl-C goes to us, and the caller stops
+    it with stop() in a `finally`), with server_env(home) and its output in `log`."""
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=server_env(home),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

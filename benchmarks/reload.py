@@ -62,11 +62,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import psutil  # a dependency of devserve
-from processes import HOST, free_port, server_env, stop
+from processes import HOST, free_port, spawn, stop
 
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 PACKAGE = "reloadapp"  # benchmarks/apps/reloadapp, served from a temporary copy of apps/
@@ -396,15 +396,7 @@ def running(peer: Peer, space: Workspace, label: str) -> Iterator[RunningServer]
     port = free_port()
     with open(log_path, "ab") as log:  # O_APPEND: we may read it while the server writes
         started = time.perf_counter()
-        process = subprocess.Popen(
-            peer.command(port),
-            cwd=space.apps,
-            env=server_env(space.home),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C goes to us; we stop the server in `finally`
-        )
+        process = spawn(peer.command(port), space.apps, space.home, log)
     try:
         server = RunningServer(peer.name, process, port, log_path, started)
         wait_for_first_response(server)
@@ -905,15 +897,20 @@ def positive_int(text: str) -> int:
     return value
 
 
-def server_list(text: str) -> list[Peer]:
-    known = {peer.name: peer for peer in PEERS}
+def chosen(text: str, known: Iterable[str], what: str) -> list[str]:
+    """The names of a comma-separated option, each once, all of them `known`."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in known]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown server(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}"
+            f"unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}"
         )
-    return [known[name] for name in dict.fromkeys(names)]
+    return list(dict.fromkeys(names))
+
+
+def server_list(text: str) -> list[Peer]:
+    known = {peer.name: peer for peer in PEERS}
+    return [known[name] for name in chosen(text, known, "server(s)")]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from processes import HOST, free_port, server_env, stop
+from processes import HOST, free_port, spawn, stop
 
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 APP_MODULE = "hello"  # benchmarks/apps/hello.py, imported with APPS_DIR as the cwd
@@ -127,15 +127,7 @@ def running(server: Server) -> Iterator[int]:
     """Start the server in its own process group; yield its port once it listens."""
     port = free_port()
     with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as home:
-        process = subprocess.Popen(
-            server.command(port),
-            cwd=APPS_DIR,
-            env=server_env(home),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C goes to us; we stop the server in `finally`
-        )
+        process = spawn(server.command(port), APPS_DIR, home, log)
         try:
             try:
                 wait_until_listening(process, port, log)
