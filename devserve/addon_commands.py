@@ -105,7 +105,7 @@ def find(
     named like one of ``reserved`` (name -> the file defining it) or declared by two addons
     is a problem naming both files; the first declaration is kept."""
     found = Found()
-    pattern = f"{only}.py" if only else "*.py"
+    pattern = f"{glob.escape(only)}.py" if only else "*.py"
     for addon, folder in addons.addon_folders(addons_paths).items():
         for path in sorted(glob.glob(os.path.join(glob.escape(folder), "cli", pattern))):
             if os.path.basename(path).startswith("_") or not os.path.isfile(path):
