@@ -1,9 +1,11 @@
 """The command line: ``devserve [COMMAND] [OPTIONS] [TARGET]``.
 
 Commands register themselves by subclassing :class:`Command`. ``server`` is the default:
-``devserve examples/addons`` is ``devserve server examples/addons``. This module is the only
-one that chooses exit codes: a :class:`DevserveError` becomes its one-sentence message on
-stderr and its code; nothing a user can cause ends in a traceback.
+``devserve examples/addons`` is ``devserve server examples/addons``. A name that is no
+built-in command is looked for in the addons path, as ``<addon>/cli/<name>.py``
+(:mod:`devserve.addon_commands`). This module is the only one that chooses exit codes: a
+:class:`DevserveError` becomes its one-sentence message on stderr and its code; nothing a
+user can cause ends in a traceback.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from devserve.errors import AppLoadError, ConfigError, DevserveError, ExitCode, 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["Command", "Help", "Server", "main"]
+    from devserve.addon_commands import Found
+
+__all__ = ["Command", "Help", "Scaffold", "Server", "main"]
 
 PROG = "devserve"
 DEFAULT_COMMAND = "server"
@@ -73,7 +77,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 class Command:
     """Base of every command. A subclass registers itself under its lowercased class name
-    (or ``name``); the first line of its docstring is its summary in ``devserve help``."""
+    (or ``name``); the first line of its docstring is its summary in ``devserve help``.
+    ``run(args)`` gets the words of the command line but the command's name, and returns
+    the exit code."""
 
     name: ClassVar[str]
 
@@ -82,6 +88,11 @@ class Command:
         name = cls.__dict__.get("name") or cls.__name__.lower()
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise ValueError(f"command name {name!r} must match [a-z][a-z0-9_]*")
+        if COMMANDS.get(name, cls) is not cls:
+            raise ValueError(
+                f"command {name!r} of {_source(cls)} is already defined in "
+                f"{_source(COMMANDS[name])}; give it another name"
+            )
         cls.name = name
         COMMANDS[name] = cls
 
@@ -93,22 +104,74 @@ class Command:
         raise NotImplementedError
 
 
+def _source(command: type) -> str:
+    """The file defining a command class (its module's name when it has none)."""
+    module = sys.modules.get(command.__module__)
+    return getattr(module, "__file__", None) or command.__module__
+
+
 class Help(Command):
     """List the commands."""
 
     def run(self, args: list[str]) -> int:
-        width = max(len(name) for name in COMMANDS)
+        _paths, found = _addon_commands(args)
+        for problem in found.problems:
+            print(f"{PROG}: warning: {problem}", file=sys.stderr)
+        rows = [(name, COMMANDS[name].summary()) for name in sorted(COMMANDS)]
+        from_addons = [
+            (name, f"{command.summary} [addon {command.addon}]".lstrip())
+            for name, command in sorted(found.commands.items())
+        ]
+        width = max(len(name) for name, _summary in rows + from_addons)
         lines = [
             f"usage: {PROG} [COMMAND] [OPTIONS] [TARGET]",
             "",
             "Commands:",
-            *(f"  {name:<{width}}  {COMMANDS[name].summary()}" for name in sorted(COMMANDS)),
+            *(f"  {name:<{width}}  {summary}" for name, summary in rows),
+        ]
+        if from_addons:
+            lines += ["", "Addon commands:"]
+            lines += [f"  {name:<{width}}  {summary}" for name, summary in from_addons]
+        lines += [
             "",
             f"With no command, '{DEFAULT_COMMAND}' runs. TARGET is an addons folder or a "
             "module:attribute WSGI app.",
+            f"Addon commands are <addon>/cli/<name>.py files in the addons path ('{PROG} help "
+            "DIRS' lists those of DIRS).",
             f"Run '{PROG} COMMAND --help' for the options of a command.",
         ]
         print("\n".join(lines))
+        return ExitCode.OK
+
+
+class Scaffold(Command):
+    """Create an addon that serves right away: manifest, a routed page, a static file, a test."""
+
+    def run(self, args: list[str]) -> int:
+        parser = ArgumentParser(
+            prog=f"{PROG} {self.name}",
+            description="Create the addon NAME in the addons folder DEST: __manifest__.py, "
+            "controllers.py with a page at /NAME, static/style.css and tests/test_NAME.py. "
+            "An existing folder is never overwritten.",
+        )
+        parser.add_argument("addon", metavar="NAME", help="a Python identifier, e.g. my_shop")
+        parser.add_argument(
+            "dest",
+            metavar="DEST",
+            nargs="?",
+            default=".",
+            help="the addons folder to create it in, created if missing (default: the "
+            "current directory)",
+        )
+        namespace = parser.parse_args(args)
+        from devserve import scaffold
+
+        folder = scaffold.create(namespace.addon, namespace.dest)
+        print(
+            f"created addon {namespace.addon!r} in {folder}\n"
+            f"serve it with: {PROG} {os.path.dirname(folder)}  (then open /{namespace.addon})\n"
+            f"test it with:  python -m pytest {os.path.join(folder, 'tests')}"
+        )
         return ExitCode.OK
 
 
@@ -598,21 +661,79 @@ def _looks_like_target(word: str) -> bool:
     return ":" in word or os.sep in word or word.startswith(".") or os.path.isdir(word)
 
 
+# Options that may come before a command's name, to say where its addons are.
+_LOCATING_OPTIONS = ("--addons-path", "-c", "--config")
+_LOCATING_PREFIXES = ("--addons-path=", "--config=")
+
+
+def _command_position(argv: list[str]) -> int | None:
+    """Where the command's name is: after any words that locate addons (an addons folder,
+    ``--addons-path DIRS``, ``-c FILE``). None when there is no name: an option or a target
+    comes first, which is the default command's line."""
+    position = 0
+    while position < len(argv):
+        word = argv[position]
+        if word in COMMANDS:
+            return position
+        if word in _LOCATING_OPTIONS:
+            position += 2
+        elif word.startswith(_LOCATING_PREFIXES) or os.path.isdir(word):
+            position += 1
+        elif word.startswith("-") or _looks_like_target(word):
+            return None
+        else:
+            return position
+    return None
+
+
+def _addon_commands(words: list[str], only: str | None = None) -> tuple[tuple[str, ...], Found]:
+    """The addons path that ``words`` (or else the environment and the config file) give,
+    and the addon commands found in it."""
+    from devserve import addon_commands
+
+    paths = Server().settings(words).addons_path
+    reserved = {name: _source(command) for name, command in COMMANDS.items()}
+    return paths, addon_commands.find(paths, reserved, only)
+
+
+def _addon_command(name: str, before: list[str], after: list[str]) -> type[Command]:
+    """The command ``name`` of the addons that the words around it locate (or else the
+    environment and the config file), loaded from its file."""
+    from devserve import addon_commands
+
+    paths, found = _addon_commands(before + addon_commands.addons_path_options(after), only=name)
+    if found.problems:
+        raise found.problems[0]
+    if name not in found.commands:
+        known = ", ".join(sorted(COMMANDS))
+        where = (
+            f"no addon of {', '.join(paths)} has cli/{name}.py"
+            if paths
+            else "give --addons-path DIRS for an addon command"
+        )
+        raise UsageError(
+            f"unknown command {name!r} (known commands: {known}; {where}); to serve a folder "
+            "or an app, give an existing directory or module:attribute"
+        )
+    return addon_commands.load(found.commands[name], Command)
+
+
 def _dispatch(argv: list[str]) -> int:
-    if not argv:
-        return COMMANDS[DEFAULT_COMMAND]().run([])
-    first = argv[0]
-    if first in ("-h", "--help") and len(argv) == 1:
+    if argv in (["-h"], ["--help"]):
         return Help().run([])
-    if first in COMMANDS:
-        return COMMANDS[first]().run(argv[1:])
-    if first.startswith("-") or _looks_like_target(first):
+    position = _command_position(argv)
+    if position is None:
         return COMMANDS[DEFAULT_COMMAND]().run(argv)
-    known = ", ".join(sorted(COMMANDS))
-    raise UsageError(
-        f"unknown command {first!r} (known commands: {known}); to serve a folder or an app, "
-        "give an existing directory or module:attribute"
-    )
+    name, before, after = argv[position], argv[:position], argv[position + 1 :]
+    command = COMMANDS.get(name) or _addon_command(name, before, after)
+    return command().run(before + after)
+
+
+def report(error: DevserveError) -> int:
+    """Say what went wrong in one line on stderr; the exit code it ends with."""
+    _logger.debug("error details", exc_info=error)
+    print(f"{PROG}: error: {error}", file=sys.stderr)
+    return error.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -620,9 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(list(sys.argv[1:] if argv is None else argv))
     except DevserveError as error:
-        _logger.debug("error details", exc_info=error)
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return error.exit_code
+        return report(error)
     except KeyboardInterrupt:  # INT or TERM during start-up: a normal stop
         return ExitCode.OK
     except SystemExit as exit:

@@ -18,6 +18,7 @@ __all__ = [
     "PLAIN_FORMAT",
     "print_banner",
     "print_table",
+    "setup_embedded_logging",
     "setup_logging",
     "status_style",
     "uses_rich",
@@ -82,6 +83,21 @@ def setup_logging(level: str = "info", logfile: str | None = None) -> None:
     root.setLevel(level.upper())
     # Werkzeug adds a handler of its own unless one up the tree handles its level.
     logging.getLogger("werkzeug").setLevel(level.upper())
+
+
+def setup_embedded_logging(level: str, loggers: Sequence[str]) -> None:
+    """Inside another server (gunicorn, uwsgi), whose logging is its own: when nothing
+    handles the root logger, give ``loggers`` (devserve's, the addons') a plain handler on
+    stderr, so their warnings and errors show; otherwise touch nothing."""
+    if logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(level.upper())
 
 
 def print_banner(title: str, rows: Sequence[tuple[str, str]]) -> None:

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,10 +50,15 @@ def wait_until(
         delay = min(delay * 2, 0.05)
 
 
+def console_script(name: str) -> list[str]:
+    """The installed console script ``name`` next to this interpreter, else
+    ``python -m name``."""
+    script = Path(sys.executable).with_name(name)
+    return [str(script)] if script.exists() else [sys.executable, "-m", name]
+
+
 def devserve_command() -> list[str]:
-    """The installed console script next to this interpreter, else ``python -m devserve``."""
-    script = Path(sys.executable).with_name("devserve")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "devserve"]
+    return console_script("devserve")
 
 
 def clean_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -179,6 +185,21 @@ class DevserveProcess:
         self._log_file.close()
 
 
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], code: int, *fragments: str
+) -> str:
+    """The run ended with ``code`` and one ``devserve: error:`` line holding ``fragments``
+    on stderr, and no traceback anywhere; returns that line."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("devserve: error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
 def run_cli(
     args: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:
@@ -193,6 +214,24 @@ def run_cli(
         timeout=timeout,
         start_new_session=True,
     )
+
+
+def write_addon(
+    root: Path,
+    name: str,
+    manifest: str | None = None,
+    init: str = "",
+    files: dict[str, str] | None = None,
+) -> Path:
+    """An addon folder ``root/name``; ``files`` maps paths in it to their (dedented) text."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text(init)
+    (folder / "__manifest__.py").write_text(manifest or "{'version': '1.0'}")
+    for relative, text in (files or {}).items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text(textwrap.dedent(text))
+    return folder
 
 
 RELOADED = r"reloaded in \d+ ms: "

@@ -11,25 +11,23 @@ from pathlib import Path
 import pytest
 
 from devserve.errors import ExitCode
-from tests.integration.harness import APPS, EXAMPLE_ADDONS, devserve_command, run_cli
-
-
-def assert_one_line_error(
-    result: subprocess.CompletedProcess[str], code: ExitCode, *fragments: str
-) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("devserve: error: ")
-    assert "Traceback" not in result.stderr + result.stdout
-    for fragment in fragments:
-        assert fragment in lines[0]
+from tests.integration.harness import (
+    APPS,
+    EXAMPLE_ADDONS,
+    assert_one_line_error,
+    devserve_command,
+    run_cli,
+)
 
 
 @pytest.mark.parametrize(
     ("args", "code", "fragments"),
     [
-        (["frobnicate"], ExitCode.USAGE, ["unknown command 'frobnicate'", "help, server"]),
+        (
+            ["frobnicate"],
+            ExitCode.USAGE,
+            ["unknown command 'frobnicate'", "gevent, help, scaffold, server"],
+        ),
         (["--no-such-option"], ExitCode.USAGE, ["--no-such-option", "--help"]),
         (["-p", "http"], ExitCode.USAGE, ["-p/--http-port", "'http' is not a port number"]),
         (["-p", "70000"], ExitCode.USAGE, ["not a port number"]),

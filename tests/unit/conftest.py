@@ -8,6 +8,8 @@ every addon gets a name no other test uses.
 from __future__ import annotations
 
 import itertools
+import logging
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
@@ -67,3 +69,37 @@ def write_addon() -> WriteAddon:
         return folder
 
     return write
+
+
+@pytest.fixture
+def isolated_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """For running ``cli.main()``: an empty HOME (returned), no DEVSERVE_* variables,
+    tmp_path as the current directory, and the logging set-up of ``serve()`` undone after."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in list(os.environ):
+        if name.startswith("DEVSERVE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    root, werkzeug = logging.getLogger(), logging.getLogger("werkzeug")
+    handlers, level, werkzeug_level = list(root.handlers), root.level, werkzeug.level
+    yield home
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    werkzeug.setLevel(werkzeug_level)
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a failed ``cli.main()`` wrote, on stderr; nothing on stdout."""
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("devserve: error: ")
+    return lines[0]

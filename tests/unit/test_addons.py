@@ -37,16 +37,35 @@ def test_discover_finds_addons_and_skips_other_folders(
     assert addon.path == str(tmp_path / "real")
     assert addon.module == "devserve_addons.real"
     assert addon.static_dir == str(tmp_path / "real" / "static")
-    assert addon.manifest == {"name": "real", "version": "1.0", "depends": []}
+    assert addon.manifest == {"name": "real", "version": "1.0", "summary": "", "depends": []}
 
 
-def test_manifest_without_depends_gets_an_empty_list(
+def test_manifest_gets_defaults_for_the_known_keys_it_leaves_out(
     tmp_path: Path, write_addon: WriteAddon
 ) -> None:
-    write_addon(tmp_path, "bare", manifest="{'name': 'Bare'}  # a comment\n")
+    write_addon(tmp_path, "bare", manifest="{}  # a comment\n")
     [addon] = addons.discover([str(tmp_path)])
-    assert addon.manifest == {"name": "Bare", "depends": []}
+    assert addon.manifest == {"name": "bare", "version": "1.0", "summary": "", "depends": []}
     assert addon.depends == ()
+
+
+def test_manifest_keeps_its_values_and_its_unknown_keys(
+    tmp_path: Path, write_addon: WriteAddon
+) -> None:
+    manifest = {
+        "name": "Shop",
+        "version": "17.0.1.2",
+        "summary": "Sells things.",
+        "depends": ("base",),
+        "license": "LGPL-3",
+        "data": ["views.xml"],
+        "installable": True,
+    }
+    write_addon(tmp_path, "base")
+    write_addon(tmp_path, "shop", manifest=repr(manifest))
+    [_base, shop] = addons.discover([str(tmp_path)])
+    assert shop.manifest == {**manifest, "depends": ["base"]}
+    assert shop.depends == ("base",)
 
 
 def test_manifest_code_is_rejected_and_never_run(tmp_path: Path, write_addon: WriteAddon) -> None:
@@ -66,8 +85,17 @@ def test_manifest_code_is_rejected_and_never_run(tmp_path: Path, write_addon: Wr
         ("{'name': 'x',", "SyntaxError"),
         ("", "SyntaxError"),
         ("{[1]: 'unhashable key'}", "TypeError"),
-        ("{'depends': 'base'}", "'depends' in .* must be a list of addon names"),
+        ("{'depends': 'base'}", "'depends' in .* must be a list of addon names, not 'base'"),
         ("{'depends': ['base', 3]}", "'depends' in .* must be a list of addon names"),
+        ("{'depends': None}", "'depends' in .* must be a list of addon names, not None"),
+        ("{'name': 3}", "'name' in .* must be a string, not 3"),
+        ("{'name': '  '}", "'name' in .* must not be empty"),
+        ("{'summary': ['a']}", r"'summary' in .* must be a string, not \['a'\]"),
+        ("{'version': 1.0}", "'version' in .* must be a string, not 1.0"),
+        ("{'version': 'one'}", "'version' in .* must be dotted numbers such as '1.0'"),
+        ("{'version': '1.0-beta'}", "'version' in .* must be dotted numbers"),
+        ("{'version': '1..0'}", "'version' in .* must be dotted numbers"),
+        ("{'version': ''}", "'version' in .* must be dotted numbers"),
     ],
 )
 def test_bad_manifest_is_a_config_error(
@@ -118,7 +146,7 @@ def test_missing_dependency_names_both_addons(tmp_path: Path, write_addon: Write
         addons.discover([str(tmp_path)])
     message = str(caught.value)
     assert "addon 'shop' depends on 'payment'" in message
-    assert "not in the addons path" in message
+    assert f"not in the addons path ({tmp_path})" in message
     assert "'catalog'" not in message
 
 
@@ -136,7 +164,7 @@ def test_dependency_cycle_names_the_addons(tmp_path: Path, write_addon: WriteAdd
 
 def test_addon_depending_on_itself_is_a_cycle(tmp_path: Path, write_addon: WriteAddon) -> None:
     write_addon(tmp_path, "ouroboros", depends=["ouroboros"])
-    with pytest.raises(ConfigError, match="cycle: ouroboros -> ouroboros"):
+    with pytest.raises(ConfigError, match="cycle: ouroboros -> ouroboros; drop one"):
         addons.discover([str(tmp_path)])
 
 
@@ -164,8 +192,18 @@ def test_first_addons_path_wins_for_a_duplicate_name(
     [record] = [r for r in caplog.records if r.name == "devserve.addons"]
     assert record.levelno == logging.WARNING
     message = record.getMessage()
-    assert f"addon {name!r} in {tmp_path / second} is ignored" in message
-    assert str(tmp_path / first / name) in message
+    assert f"addon {name!r} in {tmp_path / second / name} is ignored" in message
+    assert f"{tmp_path / first / name} comes first" in message
+
+
+def test_a_folder_given_twice_is_no_duplicate(
+    tmp_path: Path, write_addon: WriteAddon, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_addon(tmp_path, "once")
+    with caplog.at_level(logging.WARNING, logger="devserve.addons"):
+        found = addons.discover([str(tmp_path), str(tmp_path)])
+    assert names(found) == ["once"]
+    assert caplog.records == []
 
 
 def test_dependency_can_live_in_another_addons_path(

@@ -3,45 +3,24 @@ something to serve passes ``--stop-after-init``."""
 
 from __future__ import annotations
 
-import logging
-import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from devserve import cli
 from devserve.errors import ConfigError, ExitCode
-from tests.unit.conftest import WriteAddon
+from tests.unit.conftest import WriteAddon, one_error_line
 
 EXAMPLE_ADDONS = str(Path(__file__).resolve().parents[2] / "examples" / "addons")
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty HOME, no DEVSERVE_* variables, tmp_path as the current directory, and the
-    logging set-up of ``serve()`` undone afterwards."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in list(os.environ):
-        if name.startswith("DEVSERVE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("FORCE_COLOR", raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    root, werkzeug = logging.getLogger(), logging.getLogger("werkzeug")
-    handlers, level, werkzeug_level = list(root.handlers), root.level, werkzeug.level
-    yield home
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    werkzeug.setLevel(werkzeug_level)
+def home(isolated_cli: Path) -> Path:
+    return isolated_cli
 
 
 @pytest.fixture
@@ -49,15 +28,6 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> dict[str, type[cli.Command]]:
     """A copy of the registry for the test to add to; the real one is put back after."""
     monkeypatch.setattr(cli, "COMMANDS", dict(cli.COMMANDS))
     return cli.COMMANDS
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    out, err = capsys.readouterr()
-    assert out == ""
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("devserve: error: ")
-    return lines[0]
 
 
 # --- help ---
@@ -100,7 +70,7 @@ def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["frobnicate"]) == ExitCode.USAGE
     line = one_error_line(capsys)
     assert "unknown command 'frobnicate'" in line
-    assert "(known commands: gevent, help, server)" in line
+    assert "(known commands: gevent, help, scaffold, server; give --addons-path DIRS" in line
 
 
 @pytest.mark.parametrize(
