@@ -350,7 +350,7 @@ def _make_server(
             paused=paused,
             **common,
         )
-    from devserve import prefork
+    from devserve import cron, prefork
 
     now = time.monotonic()
     workers = [  # serving already: never taken for workers that fail to start
@@ -369,6 +369,9 @@ def _make_server(
         keep_adopted=broken and bool(workers),
         report_roots=app.watch_roots(settings, given),
         evented=_evented_child(settings, given),
+        cron_jobs=[] if broken else _served_jobs(settings, evented=False),
+        cron_workers=settings.max_cron_threads,
+        cron_time_limit=cron.time_limit(settings),
         **common,
     )
 
@@ -427,7 +430,7 @@ def _run_server(
         application, broken_files = _load_or_show_error(settings)
     else:
         application, broken_files = given, []
-    crons = _cron_runner(settings, application) if given is None and not broken_files else None
+    crons = _cron_runner(settings, evented) if given is None and not broken_files else None
     holder = None  # the post-mortem debugger, which may hold requests
     if post_mortem:
         from devserve import debug
@@ -492,16 +495,23 @@ def _run_server(
     return code
 
 
-def _cron_runner(settings: config.Settings, loaded: WSGIApplication) -> Any:
-    """The threaded server's cron threads, over the @cron jobs of the addons served (a plain
-    WSGI app has none; prefork runs them in workers of its own)."""
-    if settings.workers or settings.app:
-        return None
-    from devserve import cron, http
+def _served_jobs(settings: config.Settings, evented: bool) -> list[Any]:
+    """The @cron jobs of the addons served. None for a plain WSGI app, nor in gevent mode
+    (as in Odoo: cron runs in threaded mode's threads or in prefork's cron workers)."""
+    if evented or settings.app or not settings.addons_path:
+        return []
+    from devserve import addons, cron
 
-    if not isinstance(loaded, http.Root):
+    return cron.served_jobs(addon.name for addon in addons.imported())
+
+
+def _cron_runner(settings: config.Settings, evented: bool) -> Any:
+    """The threaded server's cron threads (prefork runs cron workers instead)."""
+    jobs = _served_jobs(settings, evented)
+    if settings.workers or not jobs:
         return None
-    jobs = cron.served_jobs(loaded.addons)
+    from devserve import cron
+
     return cron.CronRunner(jobs, settings.max_cron_threads, cron.time_limit(settings))
 
 

@@ -356,3 +356,32 @@ class CronRunner:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def run_worker(jobs: Sequence[Job], number: int, master: int, limit: float) -> int:
+    """A prefork cron worker (forked by the master, which gives each worker its own jobs):
+    runs them on one thread until TERM, or until the master is gone. Returns the exit code."""
+    import os
+    import signal
+
+    from devserve import debug
+    from devserve.prefork import set_title
+
+    set_title(f"cron worker #{number} [{os.getpid()}]")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's CTRL-C: the master stops us
+    signal.signal(signal.SIGQUIT, lambda signum, frame: debug.dump_stacks())
+    for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGQUIT})
+    runner = CronRunner(jobs, threads=1, time_limit=limit)
+    runner.start()
+    while not stop.wait(1.0):
+        if os.getppid() != master:
+            _logger.warning("cron worker #%d: the master is gone; exiting", number)
+            break
+    # The master waits for us (bounded) before a reload: finish the running job if we can.
+    runner.stop(5.0)
+    return 0

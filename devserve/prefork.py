@@ -41,6 +41,7 @@ from devserve.servers import ControlLoop, Outcome, capture_signals
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
+    from devserve.cron import Job
     from devserve.evented import EventedChild
 
 __all__ = ["PreforkServer", "Worker", "WorkerProcess"]
@@ -104,6 +105,9 @@ class PreforkServer(ControlLoop):
         max_body: int = ServerInfo.max_body,
         report_roots: Iterable[str] = (),
         evented: EventedChild | None = None,
+        cron_jobs: Iterable[Job] = (),
+        cron_workers: int = 0,
+        cron_time_limit: float = 0.0,
     ) -> None:
         super().__init__(
             sock,
@@ -122,6 +126,16 @@ class PreforkServer(ControlLoop):
         self.old: dict[int, Worker] = {}  # the previous image's, retired once ours are ready
         self.worker_handover: list[Worker] = []  # after a reload: for the next image
         self.evented = evented  # --gevent-port's evented child
+        # Cron workers: one per slot, each running its own share of the jobs, so a job never
+        # runs in two processes; a slot is filled again only once its holder has exited.
+        from devserve import cron
+
+        jobs = list(cron_jobs)
+        self.cron_parts = cron.partition(jobs, min(cron_workers, len(jobs))) if jobs else []
+        self.cron_time_limit = cron_time_limit
+        self.cron: dict[int, int] = {}  # pid -> slot
+        self._cron_retiring: set[int] = set()
+        self._cron_spawn_after = 0.0
         self.evented_handover: tuple[socket.socket, list[int]] | None = None
         self._boot_failures = 0
         self._spawn_after = 0.0  # backing off from workers that die at start
@@ -154,6 +168,8 @@ class PreforkServer(ControlLoop):
                 if self.evented is not None:  # restarted by the next image, on new code
                     self.evented.retire()
                     self.evented_handover = self.evented.handover()
+                # Before the exec: the next image's cron workers must not overlap these.
+                self._stop_children(self.reload_grace, only_cron=True)
                 signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)
             else:
                 self._stop_workers()
@@ -208,6 +224,9 @@ class PreforkServer(ControlLoop):
                 os.kill(worker.pid, signum)
         if self.evented is not None:
             self.evented.signal(signum)
+        for pid in self.cron:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     # --- keeping N workers ---
 
@@ -225,6 +244,11 @@ class PreforkServer(ControlLoop):
             self._retire_old()
         if self.evented is not None:
             self.evented.maintain(now)
+        if now >= self._cron_spawn_after:
+            held = set(self.cron.values())
+            for slot in range(len(self.cron_parts)):
+                if slot not in held:
+                    self._spawn_cron(slot)
         self._check_time_limits(now)
 
     def _serving(self) -> list[Worker]:
@@ -250,46 +274,116 @@ class PreforkServer(ControlLoop):
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker.pid, signal.SIGTERM)
 
-    def _spawn(self) -> None:
-        taken = {worker.number for worker in self.workers.values()}
-        number = next(n for n in range(1, len(taken) + 2) if n not in taken)
-        read_end, write_end = os.pipe()
-        # Blocked until the worker has its own handlers: the master's, inherited, would
+    def _fork(self, child: Callable[[], int], what: str, keep: int | None = None) -> int:
+        """Fork a child that runs ``child()`` and exits with its code; returns its PID. The
+        master's descriptors are closed in the child, except ``keep``."""
+        # Blocked until the child has its own handlers: the master's, inherited, would
         # swallow a TERM sent to it meanwhile.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         pid = os.fork()
         if pid != 0:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        else:  # the worker
-            code = 1
-            try:
-                os.close(read_end)
-                self._selector.close()  # the master's; the worker has its own
-                for descriptor in (
-                    self._wake_read,
-                    self._wake_write,
-                    *(w.heartbeat for w in [*self.workers.values(), *self.old.values()]),
-                ):
-                    os.close(descriptor)  # the master's business, not the worker's
-                code = WorkerProcess(
-                    self.app,
-                    self.listener,
-                    number,
-                    write_end,
-                    self.limits,
-                    self._master_pid,
-                    self.max_body,
-                    self.report_roots,
-                ).run()
-            except BaseException:
-                _logger.exception("worker #%d failed", number)
-            finally:
-                os._exit(code)
+            return pid
+        code = 1
+        try:
+            self._selector.close()  # the master's; the child has its own
+            for descriptor in (
+                self._wake_read,
+                self._wake_write,
+                *(w.heartbeat for w in [*self.workers.values(), *self.old.values()]),
+            ):
+                if descriptor != keep:
+                    os.close(descriptor)  # the master's business, not the child's
+            code = child()
+        except BaseException:
+            _logger.exception("%s failed", what)
+        finally:
+            os._exit(code)
+
+    def _spawn(self) -> None:
+        taken = {worker.number for worker in self.workers.values()}
+        number = next(n for n in range(1, len(taken) + 2) if n not in taken)
+        read_end, write_end = os.pipe()
+
+        def work() -> int:
+            os.close(read_end)
+            return WorkerProcess(
+                self.app,
+                self.listener,
+                number,
+                write_end,
+                self.limits,
+                self._master_pid,
+                self.max_body,
+                self.report_roots,
+            ).run()
+
+        pid = self._fork(work, f"worker #{number}")
         os.close(write_end)
         os.set_blocking(read_end, False)
         worker = Worker(pid, number, read_end, last_seen=time.monotonic())
         self.workers[pid] = worker
         self._selector.register(read_end, selectors.EVENT_READ, worker)
+
+    def _spawn_cron(self, slot: int) -> None:
+        from devserve import cron
+
+        def work() -> int:
+            self.listener.close()  # a cron worker serves no request
+            return cron.run_worker(
+                self.cron_parts[slot], slot + 1, self._master_pid, self.cron_time_limit
+            )
+
+        pid = self._fork(work, f"cron worker #{slot + 1}")
+        self.cron[pid] = slot
+
+    def _cron_gone(self, pid: int, code: int) -> None:
+        slot = self.cron.pop(pid)
+        if pid in self._cron_retiring or self._outcome is not None:
+            self._cron_retiring.discard(pid)
+            return
+        how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        _logger.warning("cron worker #%d died (%s); starting another", slot + 1, how)
+        self._cron_spawn_after = time.monotonic() + 1.0  # never a fork loop
+
+    def _stop_children(self, grace: float, only_cron: bool = False) -> None:
+        """TERM the cron workers (and, unless ``only_cron``, every other child), wait up to
+        ``grace`` (a second INT/TERM ends the wait), then KILL what is left."""
+        if not only_cron:
+            for worker in [*self.workers.values(), *self.old.values()]:
+                self._terminate(worker)
+            if self.evented is not None:
+                self.evented.retire()
+        for pid in self.cron:
+            self._cron_retiring.add(pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+        def waiting() -> bool:
+            return bool(self.cron) if only_cron else self._children()
+
+        deadline = time.monotonic() + grace
+        while waiting() and self._outcome is not Outcome.FORCED:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._step(min(remaining, 0.1))
+            self._reap()
+        left = [] if only_cron else [*self.workers.values(), *self.old.values()]
+        for pid in [*(worker.pid for worker in left), *self.cron]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.evented is not None and not only_cron:
+            self.evented.signal(signal.SIGKILL)
+        if left:
+            _logger.warning("%d worker(s) killed with their request cut short", len(left))
+            self.unfinished = len(left)
+        while waiting():
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self._reaped(pid, os.waitstatus_to_exitcode(status))
 
     def _reap(self) -> None:
         while True:
@@ -299,11 +393,16 @@ class PreforkServer(ControlLoop):
                 return
             if pid == 0:
                 return
-            worker = self.workers.pop(pid, None) or self.old.pop(pid, None)
-            if worker is not None:
-                self._gone(worker, os.waitstatus_to_exitcode(status))
-            elif self.evented is not None:
-                self.evented.reaped(pid, os.waitstatus_to_exitcode(status))
+            self._reaped(pid, os.waitstatus_to_exitcode(status))
+
+    def _reaped(self, pid: int, code: int) -> None:
+        worker = self.workers.pop(pid, None) or self.old.pop(pid, None)
+        if worker is not None:
+            self._gone(worker, code)
+        elif pid in self.cron:
+            self._cron_gone(pid, code)
+        elif self.evented is not None:
+            self.evented.reaped(pid, code)
 
     def _gone(self, worker: Worker, code: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -356,54 +455,26 @@ class PreforkServer(ControlLoop):
     # --- stopping ---
 
     def _stop_workers(self) -> None:
-        """TERM every worker (each finishes its request), wait up to the grace period (a
-        second INT/TERM ends the wait), then KILL what is left."""
+        """TERM every child (each worker finishes its request), wait up to the grace period
+        (a second INT/TERM ends the wait), then KILL what is left."""
         self._draining = True
         # The workers share the listen socket: shut down, it refuses new clients in all.
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
-        everyone = [*self.workers.values(), *self.old.values()]
-        for worker in everyone:
-            self._terminate(worker)
-        if self.evented is not None:
-            self.evented.retire()
-        if everyone:
+        busy = len(self.workers) + len(self.old)
+        if busy:
             _logger.info(
                 "stopping: waiting up to %gs for %d worker(s) to finish their request; "
                 "press CTRL-C again or send a second signal to stop at once",
                 self.shutdown_grace,
-                len(everyone),
+                busy,
             )
-        deadline = time.monotonic() + self.shutdown_grace
-        while self._children() and self._outcome is not Outcome.FORCED:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._step(min(remaining, 0.1))
-            self._reap()
-        left = [*self.workers.values(), *self.old.values()]
-        for worker in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGKILL)
-        if self.evented is not None:
-            self.evented.signal(signal.SIGKILL)
-        if left:
-            _logger.warning("%d worker(s) killed with their request cut short", len(left))
-            self.unfinished = len(left)
-        while self._children():
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            gone = self.workers.pop(pid, None) or self.old.pop(pid, None)
-            if gone is not None:
-                self._gone(gone, os.waitstatus_to_exitcode(status))
-            elif self.evented is not None:
-                self.evented.reaped(pid, os.waitstatus_to_exitcode(status))
+        self._stop_children(self.shutdown_grace)
 
     def _children(self) -> bool:
-        """Whether a worker or the evented child is still to be reaped."""
-        return bool(self.workers or self.old or (self.evented and self.evented.pids))
+        """Whether a worker, a cron worker or the evented child is still to be reaped."""
+        evented = self.evented is not None and bool(self.evented.pids)
+        return bool(self.workers or self.old or self.cron or evented)
 
     def close(self) -> None:
         for worker in self.worker_handover:

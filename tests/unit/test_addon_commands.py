@@ -296,8 +296,8 @@ def test_unknown_command_says_where_it_looked(
     assert cli.main([str(tools), "greeet"]) == ExitCode.USAGE
     line = one_error_line(capsys)
     assert (
-        f"unknown command 'greeet' (known commands: gevent, help, scaffold, server; no addon of {tools}"
-        in line
+        "unknown command 'greeet' (known commands: gevent, help, scaffold, server; "
+        f"no addon of {tools}" in line
     )
     assert "cli/greeet.py" in line
 
