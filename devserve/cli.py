@@ -277,7 +277,7 @@ def _run_server(
     pidfile: Any,
     post_mortem: str | None,
 ) -> int:
-    from devserve import reloader, servers
+    from devserve import app, reloader, servers
 
     sock = reloader.adopt_socket() or servers.bind_socket(
         settings.http_interface, settings.http_port
@@ -286,7 +286,7 @@ def _run_server(
     if given is None:
         application, broken_files = _load_or_show_error(settings)
     else:
-        application, broken_files = given, []
+        application, broken_files = app.wrap_app(given, settings), []
     holder = None  # the post-mortem debugger, which may hold requests
     if post_mortem:
         from devserve import debug
