@@ -16,6 +16,7 @@ from werkzeug.test import Client
 import devserve
 from devserve import addons, rpc
 from devserve.errors import AppLoadError
+from tests.payloads import BILLION_LAUGHS, EXTERNAL_ENTITY
 from tests.unit.conftest import WriteAddon
 
 SERVICE = """
@@ -290,27 +291,11 @@ def test_xmlrpc_faults_with_dev_carry_the_traceback(shop: tuple[list[addons.Addo
     assert legacy.faultString.startswith("Traceback (most recent call last)")
 
 
-BOMB = (
-    b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n<!ENTITY lol "lol">\n'
-    + b"".join(
-        b'<!ENTITY lol%d "%s">\n' % (n, (b"&lol%d;" % (n - 1) if n > 1 else b"&lol;") * 10)
-        for n in range(1, 10)
-    )
-    + b"]>\n<methodCall><methodName>count</methodName><params><param><value>"
-    + b"<string>&lol9;</string></value></param></params></methodCall>"
-)
-
-
 @pytest.mark.parametrize(
     ("body", "why"),
     [
-        (BOMB, "DTD or an entity declaration"),
-        (
-            b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
-            b"<methodCall><methodName>count</methodName><params><param><value><string>&e;"
-            b"</string></value></param></params></methodCall>",
-            "DTD or an entity declaration",
-        ),
+        (BILLION_LAUGHS, "DTD or an entity declaration"),
+        (EXTERNAL_ENTITY, "DTD or an entity declaration"),
         (b"<methodCall><methodName>count", "ExpatError"),
         (b"", "ExpatError"),
         (b"not xml at all", "ExpatError"),
