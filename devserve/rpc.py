@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = ["APPLICATION_ERROR", "PROTOCOL_VERSION", "Common", "Endpoints", "Services", "service"]
 
+_logger = logging.getLogger(__name__)
+
 PROTOCOL_VERSION = 1
 APPLICATION_ERROR = 1  # /xmlrpc/2/ fault code of an exception raised by a method (Odoo's)
 
@@ -149,9 +151,6 @@ def _instantiate(name: str, cls: type) -> object:
             f"RPC service {name!r} ({_where(cls)}) could not be created: "
             f"{exception_summary(error)}; a service class takes no arguments"
         ) from error
-
-
-_logger = logging.getLogger(__name__)
 
 
 class Endpoints:
