@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from devserve.app import register_wsgi_handler
     from devserve.cache import cached
     from devserve.errors import DevserveError, ExitCode
     from devserve.http import Controller, Response, request, route
@@ -19,6 +20,7 @@ __all__ = [
     "ExitCode",
     "Response",
     "cached",
+    "register_wsgi_handler",
     "request",
     "route",
     "run",
@@ -33,6 +35,7 @@ _LAZY = {
     "route": "devserve.http",
     "DevserveError": "devserve.errors",
     "ExitCode": "devserve.errors",
+    "register_wsgi_handler": "devserve.app",
 }
 
 

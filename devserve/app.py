@@ -2,6 +2,17 @@
 
 ``--app module:attribute`` (or ``module:factory()``) imports that callable with the current
 directory on ``sys.path``; an addons path becomes :class:`devserve.http.Root` over its addons.
+
+Both go through the same wrapping (:func:`wrap_app`), so every entry point that calls
+:func:`load_app` (the CLI, ``devserve.wsgi``) serves the same thing:
+
+- the handler chain: WSGI handlers registered with :func:`register_wsgi_handler` (at import
+  time, by addons or by the app's modules) are tried in order; the first that returns an
+  iterable answers. For an addons path the chain is the RPC endpoints, the handlers, then the
+  addons' routes, and a path nobody answers is a 404 "No handler found". A plain app is the
+  last handler (it always answers); with no handler registered it is served as it is, with
+  no extra call per request;
+- ``--proxy-mode``: Werkzeug's ``ProxyFix`` for the requests that carry ``X-Forwarded-Host``.
 """
 
 from __future__ import annotations
@@ -10,15 +21,96 @@ import ast
 import importlib
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from devserve.config import Settings
 from devserve.errors import AppLoadError, ConfigError, exception_summary
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["check_target", "describe_target", "import_app", "load_app", "watch_roots"]
+__all__ = [
+    "HandlerChain",
+    "ProxyMode",
+    "WSGIHandler",
+    "check_target",
+    "describe_target",
+    "import_app",
+    "load_app",
+    "register_wsgi_handler",
+    "watch_roots",
+    "wrap_app",
+]
+
+# A WSGI callable that may pass: it returns None (without calling start_response) to let the
+# next handler answer. A string annotation, so _typeshed is only needed by type checkers.
+WSGIHandler = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes] | None]
+
+_handlers: list[WSGIHandler] = []  # in registration order
+
+
+def register_wsgi_handler(handler: WSGIHandler) -> None:
+    """Try ``handler(environ, start_response)`` on every request, before the addons' routes
+    (or the plain app), after the handlers registered before it. It returns an iterable to
+    answer, or None to pass. Register at import time: the chain is built when the app loads.
+    """
+    if handler not in _handlers:  # a module imported twice registers once
+        _handlers.append(handler)
+
+
+NO_HANDLER = b"No handler found\n"
+
+
+def _no_handler(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    start_response(
+        "404 Not Found",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(NO_HANDLER)))],
+    )
+    return [NO_HANDLER]
+
+
+class HandlerChain:
+    """Handlers tried in order; the first answer wins; none: 404 "No handler found"."""
+
+    def __init__(self, handlers: Sequence[WSGIHandler]) -> None:
+        self.handlers = tuple(handlers)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        for handler in self.handlers:
+            answer = handler(environ, start_response)
+            if answer is not None:
+                return answer
+        return _no_handler(environ, start_response)
+
+
+class ProxyMode:
+    """``--proxy-mode``: the client's address, scheme and host taken from a reverse proxy's
+    ``X-Forwarded-For``/``-Proto``/``-Host``, for the requests that carry
+    ``X-Forwarded-Host`` only (as Odoo does): without it, nothing forwarded is trusted."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        self.app = app
+        self.fixed = ProxyFix(app, x_for=1, x_proto=1, x_host=1)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if "HTTP_X_FORWARDED_HOST" in environ:
+            return self.fixed(environ, start_response)
+        return self.app(environ, start_response)
+
+
+def wrap_app(app: WSGIApplication, settings: Settings) -> WSGIApplication:
+    """A plain WSGI app as devserve serves it: behind the registered handlers, if any, and
+    ``--proxy-mode``. (``load_app`` does it; the CLI too, for an app handed to ``run()``.)"""
+    if _handlers:
+        app = HandlerChain([*_handlers, app])
+    return _proxy_mode(app, settings)
+
+
+def _proxy_mode(app: WSGIApplication, settings: Settings) -> WSGIApplication:
+    return ProxyMode(app) if settings.proxy_mode else app
 
 
 def check_target(settings: Settings) -> None:
@@ -41,15 +133,21 @@ def load_app(settings: Settings) -> WSGIApplication:
     """The WSGI callable the settings name. Raises ConfigError or AppLoadError."""
     check_target(settings)
     if settings.app:
-        return import_app(settings.app)
+        return wrap_app(import_app(settings.app), settings)
     if settings.addons_path:
-        # Imported here: a plain WSGI app starts (and reloads) without the addons machinery.
-        from devserve import addons, http
-
-        found = addons.discover(settings.addons_path)
-        addons.import_addons(found, settings.addons_path)
-        return http.Root(found)
+        return _proxy_mode(_addons_app(settings), settings)
     raise AssertionError("unreachable: check_target() passed")  # pragma: no cover
+
+
+def _addons_app(settings: Settings) -> WSGIApplication:
+    # Imported here: a plain WSGI app starts (and reloads) without the addons machinery.
+    from devserve import addons, http, rpc
+
+    found = addons.discover(settings.addons_path)
+    addons.import_addons(found, settings.addons_path)
+    dev = bool(settings.dev)
+    root = http.Root(found, dev)
+    return HandlerChain([rpc.Endpoints(found, dev), *_handlers, root.handle])
 
 
 def watch_roots(settings: Settings, given: object = None) -> list[str]:

@@ -421,7 +421,7 @@ def _run_server(
     post_mortem: str | None,
     evented: bool,
 ) -> int:
-    from devserve import reloader, servers
+    from devserve import app, reloader, servers
 
     sock = reloader.adopt_socket() or _evented_child_socket(evented)
     sock = sock or servers.bind_socket(settings.http_interface, settings.http_port)
@@ -429,7 +429,7 @@ def _run_server(
     if given is None:
         application, broken_files = _load_or_show_error(settings)
     else:
-        application, broken_files = given, []
+        application, broken_files = app.wrap_app(given, settings), []
     crons = _cron_runner(settings, evented) if given is None and not broken_files else None
     holder = None  # the post-mortem debugger, which may hold requests
     if post_mortem:

@@ -274,6 +274,14 @@ class Settings:
         parse=parse_port,
         metavar="PORT",
     )
+    proxy_mode: bool = setting(
+        False,
+        "--proxy-mode",
+        help="behind a reverse proxy: take the client's address, scheme and host from "
+        "X-Forwarded-For/-Proto/-Host, for requests that carry X-Forwarded-Host",
+        parse=parse_bool,
+        flag=True,
+    )
     dev: tuple[str, ...] = setting(
         (),
         "--dev",

@@ -197,6 +197,9 @@ class HTTPConnection:
             if problem is None:
                 return event
             self._reject(*problem)
+            # A body still coming (a 413): the closer drops it first, so the client reads
+            # the answer instead of a reset (as for a body the app left unread).
+            self.unread = self.h11.their_state is h11.SEND_BODY
         except h11.RemoteProtocolError as error:
             self._reject(*_diagnose(error, self._head))
         except TimeoutError:

@@ -9,8 +9,14 @@ An addon declares routes on methods of :class:`Controller` subclasses::
         def hello(self, count):
             return f"hello x{count} from {request.httprequest.remote_addr}"
 
+        @route("/hello/sum", type="json")
+        def total(self, numbers):
+            return sum(numbers)
+
 :class:`Root` collects the controllers of the loaded addons into one Werkzeug ``Map``.
-Route types dispatch through :data:`ROUTE_TYPES`, so new ones (JSON-RPC) plug in there.
+Route types dispatch through :data:`ROUTE_TYPES`: ``http`` routes get the query and form
+parameters their signature accepts as keyword arguments, ``json`` routes speak JSON-RPC 2.0
+(:mod:`devserve.jsonrpc`) and get its named params.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 from werkzeug.local import LocalProxy
 from werkzeug.routing import Map, Rule
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request as HTTPRequest
 from werkzeug.wrappers import Response
 
+from devserve import jsonrpc
 from devserve.addons import Addon, addon_of
 
 if TYPE_CHECKING:
@@ -86,16 +93,29 @@ class Controller:
 
 
 class Request:
-    """The request being served, as ``devserve.http.request`` in a route."""
+    """The request being served, as ``devserve.http.request`` in a route. ``dev`` says
+    whether a --dev mode is on (error answers may then show tracebacks)."""
 
-    def __init__(self, httprequest: HTTPRequest, addon: str | None = None) -> None:
+    def __init__(
+        self,
+        httprequest: HTTPRequest,
+        addon: str | None = None,
+        dev: bool = False,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
         self.httprequest = httprequest
         self.addon = addon
+        self.dev = dev
+        self._params = params
 
     @property
     def params(self) -> dict[str, Any]:
-        """Query string and form fields, merged (form wins)."""
-        return {**self.httprequest.args.to_dict(), **self.httprequest.form.to_dict()}
+        """The route's parameters: for a json route, the JSON-RPC call's named params; for an
+        http route, the query string, form fields and uploaded files, merged (form wins)."""
+        if self._params is not None:
+            return dict(self._params)
+        http = self.httprequest
+        return {**http.args.to_dict(), **http.form.to_dict(), **http.files.to_dict()}
 
 
 # A stack rather than one value, so a request can dispatch another (an RPC batch) and return.
@@ -134,13 +154,56 @@ def make_response(result: Any) -> Response:
     raise TypeError(f"a route returned {type(result).__name__}; return str, bytes or a Response")
 
 
+def _keyword_names(function: Callable[..., Any]) -> frozenset[str] | None:
+    """The parameters a function takes by name; None when it takes ``**kwargs`` (any)."""
+    signature = jsonrpc.signature(function)
+    if signature is None:
+        return frozenset()
+    names = set()
+    for parameter in signature.parameters.values():
+        if parameter.kind is parameter.VAR_KEYWORD:
+            return None
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+            names.add(parameter.name)
+    return frozenset(names)
+
+
 def _dispatch_http(endpoint: Callable[..., Any], arguments: Mapping[str, Any]) -> Response:
-    return make_response(endpoint(**arguments))
+    """Call with the URL's arguments and the parameters the endpoint accepts (others, such
+    as ``?utm_source=``, are left in ``request.params``); the URL's win a name clash."""
+    names = _keyword_names(endpoint)
+    kwargs: dict[str, Any] = {}
+    if names is None or names - arguments.keys():  # parsing a form costs: only if wanted
+        params = request.params
+        kwargs = params if names is None else {k: v for k, v in params.items() if k in names}
+    kwargs.update(arguments)
+    problem = jsonrpc.bind_error(endpoint, (), kwargs)
+    if problem is not None:
+        raise BadRequest(f"wrong parameters for {request.httprequest.path}: {problem}")
+    return make_response(endpoint(**kwargs))
+
+
+def _dispatch_json(endpoint: Callable[..., Any], arguments: Mapping[str, Any]) -> Response:
+    """JSON-RPC 2.0: each call of the body (one, or a batch) with its named params and the
+    URL's arguments, as a request of its own on the stack."""
+    outer = _current_request()
+
+    def call(rpc: jsonrpc.Call) -> Any:
+        if not isinstance(rpc.params, dict):
+            raise jsonrpc.RpcError(
+                jsonrpc.INVALID_PARAMS, "Invalid params: a json route takes named params"
+            )
+        current = Request(outer.httprequest, outer.addon, outer.dev, rpc.params)
+        with bound_request(current):
+            return jsonrpc.invoke(endpoint, (), {**rpc.params, **arguments})
+
+    return jsonrpc.serve(outer.httprequest, call, outer.dev)
 
 
 # Route type -> dispatcher(endpoint, url arguments) -> Response.
 ROUTE_TYPES: dict[str, Callable[[Callable[..., Any], Mapping[str, Any]], Response]] = {
     "http": _dispatch_http,
+    "json": _dispatch_json,
 }
 
 
@@ -162,11 +225,27 @@ def _routing(cls: type, name: str) -> Routing | None:
     return None
 
 
-class Root:
-    """The WSGI application of an addons path."""
+# Types of the web's own files, whatever the system's mime.types says: with nosniff, a
+# browser refuses a script or a style sheet served under another type. Others: mimetypes.
+STATIC_TYPES = {
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".wasm": "application/wasm",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+}
 
-    def __init__(self, addons: Iterable[Addon]) -> None:
+
+class Root:
+    """The WSGI application of an addons path. ``dev``: a --dev mode is on."""
+
+    def __init__(self, addons: Iterable[Addon], dev: bool = False) -> None:
         self.addons = {addon.name: addon for addon in addons}
+        self.dev = dev
         self.url_map = Map(strict_slashes=False)
         self.url_map.add(
             Rule("/<addon>/static/<path:filename>", endpoint="static", methods=["GET", "HEAD"])
@@ -187,14 +266,28 @@ class Root:
         return [c for c in served if not any(o is not c and issubclass(o, c) for o in served)]
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        httprequest = HTTPRequest(environ)
+        answer = self.handle(environ, start_response)
+        return NotFound()(environ, start_response) if answer is None else answer
+
+    def handle(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes] | None:
+        """Answer, or return None when no route matches the path (the last handler of the
+        chain, see :func:`devserve.app.register_wsgi_handler`)."""
         try:
             endpoint, arguments = self.url_map.bind_to_environ(environ).match()
+        except NotFound:
+            return None
+        except HTTPException as error:  # 405, or a redirect to the canonical URL
+            return error(environ, start_response)
+        try:
             if endpoint == "static":
                 response = self.serve_static(environ, **arguments)
             else:
                 assert isinstance(endpoint, Endpoint)
-                with bound_request(Request(httprequest, endpoint.addon)):
+                # Closed once answered: uploaded files are temporary files.
+                httprequest = HTTPRequest(environ)
+                with httprequest, bound_request(Request(httprequest, endpoint.addon, self.dev)):
                     dispatch = ROUTE_TYPES[endpoint.routing.type]
                     response = dispatch(endpoint.function, arguments)
         except HTTPException as error:
@@ -210,7 +303,10 @@ class Root:
         target = os.path.realpath(os.path.join(folder, filename))
         if os.path.commonpath([folder, target]) != folder:
             raise NotFound()
-        response = send_from_directory(folder, filename, environ)
+        extension = os.path.splitext(filename)[1].lower()
+        response = send_from_directory(
+            folder, filename, environ, mimetype=STATIC_TYPES.get(extension)
+        )
         response.headers["X-Content-Type-Options"] = "nosniff"
         # Always revalidate: an edited file must show on the next reload of the page.
         response.headers["Cache-Control"] = "no-cache"

@@ -200,6 +200,19 @@ def assert_one_line_error(
     return lines[0]
 
 
+def start_in(folder: Path, args: Sequence[str], cwd: Path) -> DevserveProcess:
+    """A ready devserve with its home and log in ``folder``, for a module-scoped fixture
+    (the ``devserve`` fixture is per test); the caller stops it."""
+    home = folder / "home"
+    home.mkdir()
+    process = DevserveProcess(args, cwd=cwd, log_path=folder / "devserve.log", env=clean_env(home))
+    try:
+        return process.wait_ready()
+    except BaseException:
+        process.stop()
+        raise
+
+
 def run_cli(
     args: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from devserve.handler import HEAD_TIMEOUT, MAX_HEAD, MAX_HEADERS, MAX_TARGET
-from tests.integration.harness import APPS, DevserveProcess, clean_env, wait_until
+from tests.integration.harness import APPS, DevserveProcess, start_in, wait_until
 
 LIMIT_MIB = 1  # --limit-request-body of the corpus server
 THREADS = 4  # --max-http-threads of the slow-client server
@@ -38,19 +38,7 @@ TIMEOUT = 5.0  # every socket read of a raw exchange
 
 
 def _start(folder: Path, *args: str) -> DevserveProcess:
-    home = folder / "home"
-    home.mkdir()
-    process = DevserveProcess(
-        ["-p", "0", *args, "recordapp:app"],
-        cwd=APPS,
-        log_path=folder / "devserve.log",
-        env=clean_env(home),
-    )
-    try:
-        return process.wait_ready()
-    except BaseException:
-        process.stop()
-        raise
+    return start_in(folder, ["-p", "0", *args, "recordapp:app"], cwd=APPS)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """Shared fixtures: addon folders written into tmp_path, and the global state they touch.
 
-Controllers register in ``devserve.http._controllers`` and addon modules stay in
-``sys.modules`` as ``devserve_addons.<name>``; every test gets both back as they were, and
-every addon gets a name no other test uses.
+Controllers register in ``devserve.http._controllers``, RPC services in
+``devserve.rpc._services``, WSGI handlers in ``devserve.app._handlers``, and addon modules
+stay in ``sys.modules`` as ``devserve_addons.<name>``; every test gets them back as they
+were, and every addon gets a name no other test uses.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from devserve import addons, http
+from devserve import addons, app, http, rpc
 
 _counter = itertools.count()
 
@@ -27,6 +28,8 @@ WriteAddon = Callable[..., Path]
 @pytest.fixture(autouse=True)
 def _isolate_addons(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(http, "_controllers", list(http._controllers))
+    monkeypatch.setattr(rpc, "_services", list(rpc._services))
+    monkeypatch.setattr(app, "_handlers", list(app._handlers))
     before = set(sys.modules)
     yield
     for name in set(sys.modules) - before:

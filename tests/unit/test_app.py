@@ -5,10 +5,12 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from werkzeug.test import Client
 
+import devserve
 from devserve import app, http
 from devserve.config import Settings
 from devserve.errors import AppLoadError, ConfigError
@@ -215,7 +217,7 @@ def test_load_app_with_nothing_to_serve() -> None:
         app.load_app(Settings())
 
 
-def test_load_app_serves_addons(
+def test_load_app_serves_addons_rpc_then_handlers_then_routes(
     tmp_path: Path, write_addon: WriteAddon, unique: Callable[[str], str]
 ) -> None:
     name = unique("pages")
@@ -223,19 +225,39 @@ def test_load_app_serves_addons(
         tmp_path,
         name,
         code="""
+        from devserve import register_wsgi_handler
         from devserve.http import Controller, route
 
         class Page(Controller):
             @route("/page")
             def page(self):
                 return "page"
+
+            @route("/taken")
+            def taken(self):
+                return "route"
+
+        def handler(environ, start_response):
+            if environ["PATH_INFO"] not in ("/taken", "/jsonrpc"):
+                return None
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"handler"]
+
+        register_wsgi_handler(handler)
         """,
     )
     settings = Settings(addons_path=(str(tmp_path),))
-    root = app.load_app(settings)
+    chain = app.load_app(settings)
+    assert isinstance(chain, app.HandlerChain)
+    root = chain.handlers[-1].__self__  # type: ignore[attr-defined]
     assert isinstance(root, http.Root)
     assert list(root.addons) == [name]
-    assert Client(root).get("/page").text == "page"
+    client = Client(chain)
+    assert client.get("/page").text == "page"
+    assert client.get("/taken").text == "handler"  # handlers come before the routes
+    assert client.get("/jsonrpc").status_code == 405  # the RPC endpoints before the handlers
+    missing = client.get("/nothing/here")
+    assert (missing.status_code, missing.text) == (404, "No handler found\n")
     assert app.describe_target(settings) == f"addons in {tmp_path}"
 
 
@@ -253,3 +275,125 @@ def test_load_app_example_addons() -> None:
     client = Client(root)
     response = client.get("/hello/repeat/2")
     assert response.text == "hello\nhello\n"
+
+
+# --- the handler chain and --proxy-mode ---
+
+
+def text_app(text: str) -> Any:
+    def answer(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [text.encode()]
+
+    return answer
+
+
+def handler_for(path: str, text: str, seen: list[str] | None = None) -> Any:
+    def handler(environ: Any, start_response: Any) -> list[bytes] | None:
+        if seen is not None:
+            seen.append(text)
+        if environ["PATH_INFO"] != path:
+            return None
+        return text_app(text)(environ, start_response)  # type: ignore[no-any-return]
+
+    return handler
+
+
+def test_chain_tries_handlers_in_order_first_answer_wins() -> None:
+    seen: list[str] = []
+    chain = app.HandlerChain(
+        [
+            handler_for("/a", "first", seen),
+            handler_for("/a", "second", seen),
+            handler_for("/b", "third", seen),
+        ]
+    )
+    client = Client(chain)
+    assert client.get("/a").text == "first"
+    assert seen == ["first"]  # the others were not asked
+    assert client.get("/b").text == "third"
+    assert seen == ["first", "first", "second", "third"]
+
+
+def test_chain_without_an_answer_is_404_no_handler_found() -> None:
+    response = Client(app.HandlerChain([handler_for("/a", "a")])).get("/other")
+    assert response.status_code == 404
+    assert response.text == "No handler found\n"
+    assert response.headers["Content-Length"] == str(len("No handler found\n"))
+    assert Client(app.HandlerChain([])).get("/").status_code == 404
+
+
+def test_register_wsgi_handler_is_public_and_registers_once() -> None:
+    handler = handler_for("/h", "h")
+    devserve.register_wsgi_handler(handler)
+    devserve.register_wsgi_handler(handler)
+    assert app._handlers == [handler]
+    assert "register_wsgi_handler" in devserve.__all__
+
+
+def test_a_plain_app_without_handlers_is_served_as_it_is(
+    write_module: Callable[[str], str],
+) -> None:
+    name = write_module(WSGI_MODULE)
+    assert app.load_app(Settings(app=f"{name}:app")) is sys.modules[name].app
+
+
+def test_handlers_registered_by_a_plain_app_come_first(
+    write_module: Callable[[str], str],
+) -> None:
+    name = write_module(
+        WSGI_MODULE
+        + textwrap.dedent(
+            """
+            from devserve import register_wsgi_handler
+
+            def handler(environ, start_response):
+                if environ["PATH_INFO"] != "/handled":
+                    return None
+                start_response("200 OK", [("Content-Type", "text/plain")])
+                return [b"by the handler"]
+
+            register_wsgi_handler(handler)
+            """
+        )
+    )
+    loaded = app.load_app(Settings(app=f"{name}:app"))
+    assert isinstance(loaded, app.HandlerChain)
+    client = Client(loaded)
+    assert client.get("/handled").text == "by the handler"
+    assert client.get("/other").text == f"hello from {name}"
+
+
+def whoami(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    facts = (environ["REMOTE_ADDR"], environ["wsgi.url_scheme"], environ.get("HTTP_HOST"))
+    return [" ".join(map(str, facts)).encode()]
+
+
+FORWARDED = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+
+
+@pytest.mark.parametrize(
+    ("proxy_mode", "headers", "expected"),
+    [
+        (False, {**FORWARDED, "X-Forwarded-Host": "example.com"}, "127.0.0.1 http localhost"),
+        (True, {**FORWARDED, "X-Forwarded-Host": "example.com"}, "203.0.113.7 https example.com"),
+        (True, FORWARDED, "127.0.0.1 http localhost"),  # no X-Forwarded-Host: nothing trusted
+        (True, {}, "127.0.0.1 http localhost"),
+    ],
+)
+def test_proxy_mode(proxy_mode: bool, headers: dict[str, str], expected: str) -> None:
+    served = app.wrap_app(whoami, Settings(proxy_mode=proxy_mode))
+    assert isinstance(served, app.ProxyMode) is proxy_mode
+    environ = {"REMOTE_ADDR": "127.0.0.1"}
+    assert Client(served).get("/", headers=headers, environ_base=environ).text == expected
+
+
+def test_proxy_mode_wraps_addons_and_plain_apps(write_module: Callable[[str], str]) -> None:
+    name = write_module(WSGI_MODULE)
+    plain = app.load_app(Settings(app=f"{name}:app", proxy_mode=True))
+    assert isinstance(plain, app.ProxyMode)
+    assert plain.app is sys.modules[name].app
+    addons_app = app.load_app(Settings(addons_path=(str(EXAMPLE_ADDONS),), proxy_mode=True))
+    assert isinstance(addons_app, app.ProxyMode)
+    assert isinstance(addons_app.app, app.HandlerChain)

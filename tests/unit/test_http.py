@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import os
 import textwrap
@@ -324,7 +325,7 @@ def test_controllers_outside_addons_are_not_served(site: Site) -> None:
 
 
 def test_unknown_route_type_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"unknown route type 'nope' \(known: http\)"):
+    with pytest.raises(ValueError, match=r"unknown route type 'nope' \(known: http, json\)"):
         route("/x", type="nope")
 
 
@@ -505,3 +506,213 @@ def test_addon_without_static_folder_serves_nothing(site: Site) -> None:
     client = site.client()
     assert client.get(f"/{name}/static/data.txt").status_code == 404
     assert client.get(f"/{name}/static/../data.txt").status_code == 404
+
+
+# --- http route parameters ---
+
+PARAMS = """
+import json
+
+class Params(Controller):
+    @route("/search", methods=["GET", "POST"])
+    def search(self, q, page="1"):
+        return Response(f"q={q} page={page}", mimetype="text/plain")
+
+    @route("/all", methods=["GET", "POST"])
+    def everything(self, **kwargs):
+        shown = {k: getattr(v, "filename", v) for k, v in kwargs.items()}
+        return Response(json.dumps(shown, sort_keys=True), mimetype="application/json")
+
+    @route("/item/<name>")
+    def item(self, name, size="m"):
+        return f"name={name} size={size}"
+
+    @route("/plain")
+    def plain(self):
+        return f"params={sorted(request.params)}"
+
+    @route("/inner")
+    def inner(self, word="x"):
+        return str(len(word, 2))
+"""
+
+
+def test_http_route_gets_the_parameters_it_names(site: Site) -> None:
+    site.addon(PARAMS)
+    client = site.client()
+    assert client.get("/search?q=tea&page=2").text == "q=tea page=2"
+    assert client.get("/search?q=tea&utm_source=mail").text == "q=tea page=1"
+    assert client.post("/search?page=3", data={"q": "form"}).text == "q=form page=3"
+    assert client.post("/search?q=query", data={"q": "form"}).text == "q=form page=1"
+    # Not passed, still readable:
+    assert client.get("/plain?utm_source=mail").text == "params=['utm_source']"
+
+
+def test_http_route_with_kwargs_gets_every_parameter_and_uploads(site: Site) -> None:
+    site.addon(PARAMS)
+    client = site.client()
+    assert client.get("/all?a=1&b=2").json == {"a": "1", "b": "2"}
+    upload = {"note": "hi", "file": (io.BytesIO(b"data"), "notes.txt")}
+    response = client.post("/all", data=upload, content_type="multipart/form-data")
+    assert response.json == {"file": "notes.txt", "note": "hi"}
+
+
+def test_url_arguments_win_over_parameters(site: Site) -> None:
+    site.addon(PARAMS)
+    assert site.client().get("/item/cup?name=plate&size=xl").text == "name=cup size=xl"
+
+
+def test_a_missing_parameter_is_400_naming_it(site: Site) -> None:
+    site.addon(PARAMS)
+    response = site.client().get("/search?page=2")
+    assert response.status_code == 400
+    assert "missing a required argument: &#39;q&#39;" in response.text
+
+
+def test_a_type_error_inside_an_http_route_is_not_a_400(site: Site) -> None:
+    site.addon(PARAMS)
+    with pytest.raises(TypeError, match="len"):
+        site.client().get("/inner")
+
+
+# --- json routes ---
+
+JSON_ROUTES = """
+class Api(Controller):
+    @route("/add", type="json")
+    def add(self, a, b=0):
+        return a + b
+
+    @route("/item/<int:item>", type="json")
+    def item(self, item, quantity=1):
+        return [item, quantity, request.params]
+
+    @route("/boom", type="json")
+    def boom(self):
+        raise ValueError("boom")
+"""
+
+
+def rpc_body(params: Any = None, number: Any = 1) -> dict[str, Any]:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "method": "call", "params": params or {}}
+    if number is not None:
+        body["id"] = number
+    return body
+
+
+def test_json_route(site: Site) -> None:
+    site.addon(JSON_ROUTES)
+    client = site.client()
+    response = client.post("/add", json=rpc_body({"a": 2, "b": 5}))
+    assert response.json == {"jsonrpc": "2.0", "id": 1, "result": 7}
+    bad = client.post("/add", json=rpc_body({"c": 1})).json["error"]
+    assert bad["code"] == -32602
+    positional = client.post("/add", json=rpc_body([1, 2])).json["error"]
+    assert positional == {
+        "code": -32602,
+        "message": "Invalid params: a json route takes named params",
+    }
+    assert client.post("/add", data="{}", content_type="text/plain").status_code == 415
+
+
+def test_json_route_url_arguments_win_and_request_params_are_the_calls(site: Site) -> None:
+    site.addon(JSON_ROUTES)
+    batch = [rpc_body({"item": 9, "quantity": 2}), rpc_body({"x": 1}, 2), rpc_body({}, None)]
+    answer = site.client().post("/item/5", json=batch).json
+    assert answer == [
+        {"jsonrpc": "2.0", "id": 1, "result": [5, 2, {"item": 9, "quantity": 2}]},
+        {"jsonrpc": "2.0", "id": 2, "error": answer[1]["error"]},
+    ]
+    assert answer[1]["error"]["code"] == -32602  # x is not a parameter of item()
+
+
+def test_json_route_errors_show_the_traceback_only_in_dev(site: Site) -> None:
+    site.addon(JSON_ROUTES)
+    found = addons.discover([str(site.root)])
+    addons.import_addons(found, [str(site.root)])
+    quiet = BufferedClient(http.Root(found)).post("/boom", json=rpc_body()).json["error"]
+    assert quiet == {"code": -32000, "message": "boom"}
+    loud = BufferedClient(http.Root(found, dev=True)).post("/boom", json=rpc_body()).json
+    assert "Traceback" in loud["error"]["data"]["traceback"]
+
+
+def test_root_handle_passes_on_unknown_paths_only(site: Site) -> None:
+    site.addon(ROUTES)
+    root = site.app()
+    started: list[str] = []
+
+    def start_response(status: str, headers: Any) -> None:
+        started.append(status)
+
+    environ = EnvironBuilder(path="/nope").get_environ()
+    assert root.handle(environ, start_response) is None  # type: ignore[arg-type]
+    assert started == []
+    environ = EnvironBuilder(path="/only-post", method="GET").get_environ()
+    assert root.handle(environ, start_response) is not None  # type: ignore[arg-type]
+    assert started == ["405 METHOD NOT ALLOWED"]
+
+
+# --- static: types and revalidation ---
+
+
+@pytest.mark.parametrize(
+    ("filename", "mimetype"),
+    [
+        ("a.css", "text/css"),
+        ("a.js", "text/javascript"),
+        ("a.mjs", "text/javascript"),
+        ("a.svg", "image/svg+xml"),
+        ("a.json", "application/json"),
+        ("a.js.map", "application/json"),
+        ("a.woff", "font/woff"),
+        ("a.woff2", "font/woff2"),
+        ("A.WOFF2", "font/woff2"),
+        ("a.wasm", "application/wasm"),
+        ("a.png", "image/png"),
+    ],
+)
+def test_static_content_types_do_not_depend_on_the_system(
+    site: Site, monkeypatch: pytest.MonkeyPatch, filename: str, mimetype: str
+) -> None:
+    import mimetypes
+
+    # As on a machine without /etc/mime.types: Python's own table lacks woff2, says
+    # application/javascript for .js.
+    monkeypatch.setattr(mimetypes, "_db", mimetypes.MimeTypes(filenames=()))
+    name = site.addon(files={f"static/{filename}": "x"})
+    response = site.client().get(f"/{name}/static/{filename}")
+    assert response.status_code == 200
+    assert response.mimetype == mimetype
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_static_revalidation_with_last_modified_is_304(static_site: tuple[Site, str]) -> None:
+    site, name = static_site
+    client = site.client()
+    first = client.get(f"/{name}/static/app.css")
+    last_modified = first.headers["Last-Modified"]
+    fresh = client.get(f"/{name}/static/app.css", headers={"If-Modified-Since": last_modified})
+    assert fresh.status_code == 304
+    assert fresh.data == b""
+    assert fresh.headers["X-Content-Type-Options"] == "nosniff"
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+    assert (
+        client.get(f"/{name}/static/app.css", headers={"If-Modified-Since": old}).status_code == 200
+    )
+
+
+def test_static_range_request_is_206(static_site: tuple[Site, str]) -> None:
+    site, name = static_site
+    response = site.client().get(f"/{name}/static/app.css", headers={"Range": "bytes=0-3"})
+    assert response.status_code == 206
+    assert response.data == b"body"
+
+
+@pytest.mark.parametrize(
+    "path", ["..\\secret.txt", "sub\\..\\..\\secret.txt", "%5c..%5csecret.txt"]
+)
+def test_static_backslashes_do_not_escape(static_site: tuple[Site, str], path: str) -> None:
+    site, name = static_site
+    response = site.client().get(f"/{name}/static/{path}")
+    assert response.status_code == 404
+    assert SECRET not in response.text

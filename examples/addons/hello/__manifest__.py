@@ -2,5 +2,5 @@
     "name": "Hello",
     "version": "1.0",
     "depends": [],
-    "summary": "The example addon: an HTML page, a route with a converter, a static file.",
+    "summary": "The example addon: pages, a converter, a JSON-RPC route, an RPC service.",
 }

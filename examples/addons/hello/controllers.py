@@ -3,6 +3,7 @@
 import functools
 from html import escape
 
+from devserve import rpc
 from devserve.cache import cached
 from devserve.http import Controller, Response, request, route
 
@@ -36,6 +37,8 @@ PAGE = """<!doctype html>
     <li><a href="/hello/fibonacci/30">/hello/fibonacci/30</a>: a <code>@cached</code>
         function; then <code>kill -USR1 &lt;pid&gt;</code> logs its statistics</li>
     <li><a href="/hello/static/hello.css">/hello/static/hello.css</a>: a static file</li>
+    <li><code>POST /hello/sum</code>: a JSON-RPC route, and the <code>hello</code> RPC
+        service at <code>/xmlrpc/2/hello</code> and <code>/jsonrpc</code> (see the README)</li>
   </ul>
 </body>
 </html>
@@ -63,3 +66,17 @@ class Hello(Controller):
     @route("/hello/shout/<name>", methods=["GET"])
     def loud(self, name: str) -> Response:
         return Response(shout(name) + "\n", mimetype="text/plain")
+
+    @route("/hello/sum", type="json")
+    def total(self, numbers: list[float]) -> float:
+        """JSON-RPC 2.0: {"jsonrpc": "2.0", "id": 1, "method": "call",
+        "params": {"numbers": [1, 2, 3]}} answers {"jsonrpc": "2.0", "id": 1, "result": 6}."""
+        return sum(numbers)
+
+
+@rpc.service("hello")
+class HelloService:
+    """Over XML-RPC: ServerProxy("http://127.0.0.1:8069/xmlrpc/2/hello").greet("you")."""
+
+    def greet(self, name: str) -> str:
+        return f"Hello, {name}!"
