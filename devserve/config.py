@@ -364,7 +364,8 @@ class Settings:
     max_cron_threads: int = setting(
         2,
         "--max-cron-threads",
-        help="threads that run the served addons' @cron jobs (0: no cron)",
+        help="threads (with --workers: cron worker processes) that run the served addons' "
+        "@cron jobs (0: no cron)",
         parse=parse_non_negative_int,
         metavar="N",
     )

@@ -8,6 +8,7 @@ The jobs are those of the fixture addon ``apps/cronaddons/crondemo``: each appen
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import signal
 import time
@@ -184,3 +185,76 @@ def test_a_second_stop_signal_ends_the_wait_for_a_job(
     server.signal(signal.SIGINT)
     assert server.wait_exit(10) == ExitCode.FORCED
     assert "forced stop: running cron jobs cut short" in server.log
+
+
+# --- prefork: cron workers ---
+
+
+def cron_workers(server: DevserveProcess) -> dict[int, str]:
+    """The master's children titled as cron workers: {pid: title}."""
+    import psutil
+
+    found = {}
+    for child in psutil.Process(server.pid).children():
+        try:
+            title = " ".join(part for part in child.cmdline() if part)
+        except psutil.Error:
+            continue
+        if title.startswith("devserve: cron worker #"):
+            found[child.pid] = title
+    return found
+
+
+def assert_never_overlapping(marks: Marks) -> list[tuple[str, float]]:
+    runs = [(word, at) for word, _thread, at in marks.read() if word in ("start", "end")]
+    words = [word for word, _at in runs]
+    assert words == ["start", "end"] * (len(words) // 2) + ["start"] * (len(words) % 2), runs
+    return runs
+
+
+def test_prefork_runs_the_jobs_in_cron_workers(devserve: StartDevserve, marks: Marks) -> None:
+    server = serve_jobs(devserve, marks, "slow,tick", "--workers", "1")
+    found = wait_until(lambda: len(cron_workers(server)) == 2 and cron_workers(server), 10, "2")
+    assert sorted(title.split(" [")[0] for title in found.values()) == [
+        "devserve: cron worker #1",
+        "devserve: cron worker #2",
+    ]
+    marks.wait_for("tick", 3)
+    marks.wait_for("end", 2, timeout=15)
+    assert_never_overlapping(marks)  # one job, one worker: never two runs at once
+    # A cron worker that dies is replaced.
+    victim = next(iter(found))
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for_log(r"cron worker #\d died \(killed by signal SIGKILL\); starting another")
+    wait_until(
+        lambda: len(cron_workers(server)) == 2 and victim not in cron_workers(server),
+        10,
+        "a new cron worker",
+    )
+    before = marks.count("tick")
+    wait_until(lambda: marks.count("tick") > before + 2, 10, "ticks from the new worker")
+
+
+def test_prefork_reload_never_runs_a_job_twice_at_once(
+    devserve: StartDevserve, marks: Marks
+) -> None:
+    server = serve_jobs(devserve, marks, "slow", "--workers", "1")
+    marks.wait_for("start", 2, timeout=15)
+    for count in (1, 2):
+        server.signal(signal.SIGHUP)
+        wait_reloads(server, count)
+    marks.wait_for("boot", 3, timeout=15)  # the new image loaded the addon
+    started = marks.count("start")
+    wait_until(lambda: marks.count("start") > started + 1, 15, "the job running again")
+    assert_never_overlapping(marks)
+
+
+def test_prefork_stop_ends_the_cron_workers(devserve: StartDevserve, marks: Marks) -> None:
+    server = serve_jobs(devserve, marks, "tick", "--workers", "1")
+    workers = wait_until(lambda: cron_workers(server), 10, "a cron worker")
+    marks.wait_for("tick", 1)
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(15) == ExitCode.OK
+    import psutil
+
+    assert not any(psutil.pid_exists(pid) for pid in workers)
