@@ -55,6 +55,7 @@ PARENT_ENV = "DEVSERVE_GEVENT_PARENT"  # in the evented child: the prefork maste
 SOCKET_ENV = "DEVSERVE_GEVENT_FD"  # in the evented child: the listen socket the master passes
 CHILD_FD = 3
 WATCHDOG_EVERY = 1.0  # seconds between two checks of the parent and of memory
+FIRST_REQUEST_WAIT = 1.0  # stopping: how long a connection just accepted gets to send
 INSTALL_HINT = "pip install 'devserve[gevent]'"
 
 
@@ -114,6 +115,7 @@ class GeventServer(ControlLoop):
         parent: int | None = None,
     ) -> None:
         import gevent.event
+        import gevent.pool
         from gevent import pywsgi
 
         super().__init__(
@@ -131,8 +133,16 @@ class GeventServer(ControlLoop):
         # Readable once draining starts: connections waiting for a request wake on it.
         self.drain_read, self._drain_write = os.pipe()
         self._adopted = list(connections)
+        # Every connection's greenlet, from the moment it is accepted (before it runs): a
+        # drain waits for them all, or a connection accepted last would be reset at exit.
+        self.connections = gevent.pool.Pool()
         self.http = pywsgi.WSGIServer(
-            sock, app, handler_class=_handler_class(self), log=None, error_log=None
+            sock,
+            app,
+            handler_class=_handler_class(self),
+            spawn=self.connections,
+            log=None,
+            error_log=None,
         )
 
     @property
@@ -244,7 +254,7 @@ class GeventServer(ControlLoop):
         os.write(self._drain_write, b"\0")  # wakes every connection waiting for a request
         grace = self.reload_grace if self._outcome is Outcome.RELOAD else self.shutdown_grace
         deadline = time.monotonic() + grace
-        while self._outcome is not Outcome.FORCED and (self.requests or self.idle):
+        while self._outcome is not Outcome.FORCED and len(self.connections):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -300,7 +310,8 @@ def _handler_class(server: GeventServer) -> type[Any]:
                     return ""
                 finally:
                     server.idle.discard(self)
-            if server._draining:
+            first = not getattr(self, "served_one", False)
+            if server._draining and not _one_more_request(server, self.socket, first):
                 server.hand_over(self)
                 server.notify("idle-gone")
                 return ""
@@ -317,6 +328,7 @@ def _handler_class(server: GeventServer) -> type[Any]:
 
         def read_request(self, raw_requestline: str) -> Any:
             result = super().read_request(raw_requestline)
+            self.served_one = True
             client = self.client_address[0] if isinstance(self.client_address, tuple) else "-"
             server.requests[getcurrent()] = RequestInfo(
                 self.command or "-", self.path or "-", client, time.monotonic()
@@ -347,6 +359,22 @@ def _handler_class(server: GeventServer) -> type[Any]:
                 _logger.error("error serving %s", where, exc_info=(kind, value, tb))
 
     return Handler
+
+
+def _one_more_request(server: GeventServer, sock: Any, first: bool) -> bool:
+    """Whether a connection serves one more request while draining: on a stop, when its
+    bytes are in (closing would reset a client whose request is on its way; a retiring
+    evented child must answer it), waiting a little for the first request of a connection
+    just accepted. On a reload, never: the connection goes to the next image untouched."""
+    from gevent import select as gevent_select
+
+    if server._outcome is Outcome.RELOAD:
+        return False
+    try:
+        wait = FIRST_REQUEST_WAIT if first else 0
+        return bool(gevent_select.select([sock], [], [], wait)[0])
+    except OSError:
+        return False
 
 
 def dump_greenlets(requests: Mapping[Any, RequestInfo]) -> None:
