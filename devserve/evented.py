@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from devserve import config
 from devserve.handler import RequestInfo
 from devserve.limits import Limits
+from devserve.prefork import describe_exit, set_title
 from devserve.reloader import GAP_SIGNALS, FileChanges
 from devserve.servers import ControlLoop, Outcome
 
@@ -129,7 +130,6 @@ class GeventServer(ControlLoop):
         self.parent = parent  # the prefork master, when this is its evented child
         self.served_first = gevent.event.Event()
         self.requests: dict[Any, RequestInfo] = {}  # greenlet -> the request it serves
-        self.idle: set[Any] = set()  # handlers waiting for their next request
         # Readable once draining starts: connections waiting for a request wake on it.
         self.drain_read, self._drain_write = os.pipe()
         self._adopted = list(connections)
@@ -154,8 +154,6 @@ class GeventServer(ControlLoop):
 
         handled = set(GAP_SIGNALS)
         if self.parent is not None:  # the terminal's CTRL-C: the master stops this child
-            from devserve.prefork import set_title
-
             set_title("evented child")
             handled.discard(signal.SIGINT)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -235,18 +233,6 @@ class GeventServer(ControlLoop):
     def busy_requests(self) -> list[RequestInfo]:
         return list(self.requests.values())
 
-    def _log_stopping(self) -> None:
-        busy = len(self.requests)
-        if busy:
-            _logger.info(
-                "stopping: waiting up to %gs for %d running request(s); "
-                "press CTRL-C again or send a second signal to stop at once",
-                self.shutdown_grace,
-                busy,
-            )
-        else:
-            _logger.info("stopping")
-
     def _drain(self) -> None:
         """Idle connections are handed over (reload) or closed (stop) at once; running
         requests get the grace period, and a second INT/TERM ends the wait."""
@@ -303,13 +289,10 @@ def _handler_class(server: GeventServer) -> type[Any]:
     class Handler(pywsgi.WSGIHandler):
         def read_requestline(self) -> str:
             if not server._draining:
-                server.idle.add(self)
                 try:  # until the client sends, or a drain starts (nothing read yet)
                     gevent_select.select([self.socket, server.drain_read], [], [])
                 except OSError:
                     return ""
-                finally:
-                    server.idle.discard(self)
             first = not getattr(self, "served_one", False)
             if server._draining and not _one_more_request(server, self.socket, first):
                 server.hand_over(self)
@@ -485,7 +468,7 @@ class EventedChild:
         if pid != self.pid:
             return False
         self.pid = None
-        how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        how = describe_exit(code)
         now = time.monotonic()
         self._failures = self._failures + 1 if now - self._started < STARTED_AFTER else 0
         if self._failures < 2:  # once is an accident (or a kill): at once

@@ -59,6 +59,11 @@ FORWARDED_SIGNALS = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 WORKER_SIGNALS = {*GAP_SIGNALS, signal.SIGCHLD, signal.SIGXCPU}
 
 
+def describe_exit(code: int) -> str:
+    """A child's end as the log tells it, from ``os.waitstatus_to_exitcode()``."""
+    return f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
 def set_title(title: str) -> None:
     """``devserve: master`` in ps and top (setproctitle, when installed)."""
     with contextlib.suppress(ImportError):
@@ -342,7 +347,7 @@ class PreforkServer(ControlLoop):
         if pid in self._cron_retiring or self._outcome is not None:
             self._cron_retiring.discard(pid)
             return
-        how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        how = describe_exit(code)
         _logger.warning("cron worker #%d died (%s); starting another", slot + 1, how)
         self._cron_spawn_after = time.monotonic() + 1.0  # never a fork loop
 
@@ -409,7 +414,7 @@ class PreforkServer(ControlLoop):
             self._selector.unregister(worker.heartbeat)
         os.close(worker.heartbeat)
         worker.gone = True
-        how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        how = describe_exit(code)
         if worker.retiring or self._outcome is not None:
             _logger.debug("%s ended (%s)", worker.describe(), how)
         elif not worker.ready:

@@ -398,6 +398,22 @@ class ControlLoop:
         self._outcome = Outcome.RELOAD
         self.reload = Reload(cause, first_seen, decided=time.monotonic())
 
+    def busy_requests(self) -> list[Any]:
+        """What the app is serving right now (a mode's own)."""
+        return []
+
+    def _log_stopping(self) -> None:
+        busy = self.busy_requests()
+        if busy:
+            _logger.info(
+                "stopping: waiting up to %gs for %d running request(s); "
+                "press CTRL-C again or send a second signal to stop at once",
+                self.shutdown_grace,
+                len(busy),
+            )
+        else:
+            _logger.info("stopping")
+
     def _close_loop(self) -> None:
         """No more events; the wake-up pipe and the selector go."""
         with self._closing:
@@ -687,18 +703,6 @@ class ThreadedServer(ControlLoop):
         self._reload(cause, now)
 
     # --- stopping ---
-
-    def _log_stopping(self) -> None:
-        busy = self.busy_requests()
-        if busy:
-            _logger.info(
-                "stopping: waiting up to %gs for %d running request(s); "
-                "press CTRL-C again or send a second signal to stop at once",
-                self.shutdown_grace,
-                len(busy),
-            )
-        else:
-            _logger.info("stopping")
 
     def busy_requests(self) -> list[RequestThread]:
         """The threads inside the app right now."""

@@ -214,11 +214,17 @@ def start_in(folder: Path, args: Sequence[str], cwd: Path) -> DevserveProcess:
 
 
 def run_cli(
-    args: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float = 30.0
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float = 30.0,
+    command: Sequence[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run devserve to completion (for commands that exit by themselves)."""
+    """Run devserve (or ``command``, which starts it) to completion, for commands that exit
+    by themselves."""
     return subprocess.run(
-        [*devserve_command(), *args],
+        [*(command or devserve_command()), *args],
         cwd=cwd,
         env=dict(env),
         stdin=subprocess.DEVNULL,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -106,13 +105,5 @@ def test_permission_denied_on_a_privileged_port(env: dict[str, str]) -> None:
         setpriv = shutil.which("setpriv")
         assert setpriv, "setpriv (util-linux) is needed to drop root for this test"
         command = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
-    result = subprocess.run(
-        [*command, "-p", "80", "slowapp:app"],
-        cwd=APPS,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_cli(["-p", "80", "slowapp:app"], cwd=APPS, env=env, command=command)
     assert_one_line_error(result, ExitCode.BIND, "permission denied", "port")

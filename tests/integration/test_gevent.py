@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -231,14 +230,11 @@ def test_gevent_refuses_workers(env: dict[str, str]) -> None:
 
 def test_gevent_missing_says_how_to_install(env: dict[str, str]) -> None:
     hide = "import sys; sys.modules['gevent'] = None; from devserve.__main__ import main; "
-    completed = subprocess.run(
-        [sys.executable, "-c", hide + "sys.exit(main())", "gevent", "geventapp:app"],
+    completed = run_cli(
+        ["gevent", "geventapp:app"],
         cwd=APPS,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
+        command=[sys.executable, "-c", hide + "sys.exit(main())"],
     )
     assert_one_line_error(completed, ExitCode.CONFIG, "pip install 'devserve[gevent]'")
 
