@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from devserve.config import Settings
-from devserve.errors import AppLoadError, ConfigError, exception_summary
+from devserve.errors import AppLoadError, ConfigError, NotWSGIError, exception_summary
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -35,11 +35,14 @@ __all__ = [
     "ProxyMode",
     "WSGIHandler",
     "check_target",
+    "check_wsgi",
+    "current_folder_importable",
     "describe_target",
     "import_app",
+    "is_asgi",
+    "load",
     "load_app",
     "register_wsgi_handler",
-    "watch_roots",
     "wrap_app",
 ]
 
@@ -121,7 +124,7 @@ def check_target(settings: Settings) -> None:
         )
 
 
-def _current_folder_importable() -> str:
+def current_folder_importable() -> str:
     """Put the current folder first on ``sys.path`` (as ``python -m`` does); return it."""
     cwd = os.getcwd()
     if cwd not in sys.path:
@@ -131,11 +134,18 @@ def _current_folder_importable() -> str:
 
 def load_app(settings: Settings) -> WSGIApplication:
     """The WSGI callable the settings name. Raises ConfigError or AppLoadError."""
+    return load(settings)[0]
+
+
+def load(settings: Settings) -> tuple[WSGIApplication, WSGIApplication | None]:
+    """What :func:`load_app` returns, and the callable imported for ``--app`` as it is (not
+    wrapped: the framework's own object; None for addons)."""
     check_target(settings)
     if settings.app:
-        return wrap_app(import_app(settings.app), settings)
+        imported = import_app(settings.app)
+        return wrap_app(imported, settings), imported
     if settings.addons_path:
-        return _proxy_mode(_addons_app(settings), settings)
+        return _proxy_mode(_addons_app(settings), settings), None
     raise AssertionError("unreachable: check_target() passed")  # pragma: no cover
 
 
@@ -148,33 +158,6 @@ def _addons_app(settings: Settings) -> WSGIApplication:
     dev = bool(settings.dev)
     root = http.Root(found, dev)
     return HandlerChain([rpc.Endpoints(found, dev), *_handlers, root.handle])
-
-
-def watch_roots(settings: Settings, given: object = None) -> list[str]:
-    """The folders --dev reload watches: the addons paths, or the folder of the app's
-    top-level package (the module's own folder for a lone module), plus --reload-path. For
-    an app object handed to ``devserve.run()``: the folder of the script that runs."""
-    import importlib.util
-
-    roots = list(settings.addons_path)
-    if given is not None:
-        script = getattr(sys.modules.get("__main__"), "__file__", None)
-        roots.append(os.path.dirname(os.path.abspath(script)) if script else os.getcwd())
-    if settings.app:
-        top_level = settings.app.partition(":")[0].split(".")[0]
-        cwd = _current_folder_importable()
-        try:
-            spec = importlib.util.find_spec(top_level)
-        except (ImportError, ValueError):
-            spec = None
-        if spec is not None and spec.submodule_search_locations:
-            roots.extend(spec.submodule_search_locations)
-        elif spec is not None and spec.origin and os.path.isfile(spec.origin):
-            roots.append(os.path.dirname(spec.origin))
-        else:
-            roots.append(cwd)
-    roots.extend(settings.reload_path)
-    return list(dict.fromkeys(roots))
 
 
 def describe_target(settings: Settings, given: object = None) -> str:
@@ -208,7 +191,7 @@ def _parse_spec(spec: str) -> tuple[str, str, tuple[Any, ...] | None]:
 
 def import_app(spec: str) -> WSGIApplication:
     module_name, name, call_args = _parse_spec(spec)
-    cwd = _current_folder_importable()
+    cwd = current_folder_importable()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
@@ -237,4 +220,39 @@ def import_app(spec: str) -> WSGIApplication:
             raise AppLoadError(f"calling {spec!r} failed: {exception_summary(error)}") from error
     if not callable(app):
         raise AppLoadError(f"{spec!r} is a {type(app).__name__}, not a WSGI callable")
+    check_wsgi(app, spec)
     return app  # type: ignore[no-any-return]
+
+
+def is_asgi(app: object) -> bool:
+    """Whether ``app`` is an ASGI app, told from the callable without calling it: a
+    coroutine function (or an object whose ``__call__`` is one), or the ASGI 3 signature
+    ``(scope, receive, send)``."""
+    import inspect
+
+    if inspect.iscoroutinefunction(app):
+        return True
+    plain = inspect.isfunction(app) or inspect.ismethod(app) or inspect.isclass(app)
+    if not plain and inspect.iscoroutinefunction(type(app).__call__):
+        return True
+    try:
+        parameters = inspect.signature(app).parameters.values()  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in parameters if p.kind in positional and p.default is p.empty]
+    return len(required) == 3
+
+
+def check_wsgi(app: object, what: str) -> None:
+    """Refuse an ASGI app at start, with what to run instead (NotWSGIError)."""
+    if not is_asgi(app):
+        return
+    module = what.partition(":")[0]
+    instead = f"run it with an ASGI server, such as 'uvicorn {what} --reload'"
+    if module.endswith(".asgi"):  # Django's asgi.py: its wsgi.py is beside it
+        instead += f", or serve the WSGI side: devserve {module[:-5]}.wsgi:application"
+    raise NotWSGIError(
+        f"{what!r} is an ASGI app (async, called with scope, receive and send), and devserve "
+        f"serves WSGI apps: {instead}"
+    )

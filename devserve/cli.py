@@ -23,7 +23,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from devserve import config
-from devserve.errors import AppLoadError, ConfigError, DevserveError, ExitCode, UsageError
+from devserve.errors import (
+    AppLoadError,
+    ConfigError,
+    DevserveError,
+    ExitCode,
+    NotWSGIError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -38,7 +45,6 @@ DEFAULT_COMMAND = "server"
 _logger = logging.getLogger(__name__)
 
 COMMANDS: dict[str, type[Command]] = {}  # filled by Command.__init_subclass__
-WATCHER_DELAY = 0.25  # the watcher sets up after the first request, or after this long
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -102,6 +108,13 @@ class Command:
 
     def run(self, args: list[str]) -> int:
         raise NotImplementedError
+
+
+def version() -> str:
+    """``devserve 0.1.0 (Python 3.11.7)``."""
+    from devserve import __version__
+
+    return f"{PROG} {__version__} (Python {sys.version.split()[0]})"
 
 
 def _source(command: type) -> str:
@@ -192,6 +205,9 @@ class Server(Command):
             metavar="TARGET",
             help="addons folder(s), or module:attribute / module:factory()",
         )
+        parser.add_argument(
+            "-V", "--version", action="version", version=version(), help="print the version"
+        )
         config.add_arguments(parser)
         return parser
 
@@ -262,6 +278,8 @@ def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bo
         _logger.info("settings saved to %s", settings.config)
     if given is None:
         app.check_target(settings)
+    else:
+        app.check_wsgi(given, app.describe_target(settings, given))
     if "werkzeug" in settings.dev:
         from devserve import debug
 
@@ -311,14 +329,15 @@ def _make_server(
     broken: bool,
     paused: Callable[[], bool],
     evented: bool,
+    on_changes: Callable[[Any], bool],
 ) -> Any:
     """The server of the mode asked for: threaded, gevent, or prefork with ``--workers``."""
-    from devserve import app, limits, reloader, servers
+    from devserve import limits, project, reloader, servers
 
     common: dict[str, Any] = {
         "shutdown_grace": settings.shutdown_grace,
         "reload_grace": settings.reload_grace,
-        "on_changes": reloader.prepare_reload,
+        "on_changes": on_changes,
         "signal_actions": _signal_actions(settings, given),
         "max_body": settings.limit_request_body * limits.MIB,
     }
@@ -367,7 +386,7 @@ def _make_server(
         ),
         adopted=workers,
         keep_adopted=broken and bool(workers),
-        report_roots=app.watch_roots(settings, given),
+        report_roots=project.roots(settings, given),
         evented=_evented_child(settings, given),
         cron_jobs=[] if broken else _served_jobs(settings, evented=False),
         cron_workers=settings.max_cron_threads,
@@ -421,15 +440,17 @@ def _run_server(
     post_mortem: str | None,
     evented: bool,
 ) -> int:
-    from devserve import app, reloader, servers
+    from devserve import app, reloader, servers, watching
 
     sock = reloader.adopt_socket() or _evented_child_socket(evented)
     sock = sock or servers.bind_socket(settings.http_interface, settings.http_port)
     load_started = time.time()
     if given is None:
-        application, broken_files = _load_or_show_error(settings)
+        application, imported, broken_files = _load_or_show_error(settings, reloaded)
     else:
-        application, broken_files = app.wrap_app(given, settings), []
+        application, imported, broken_files = app.wrap_app(given, settings), given, []
+    integration = _integration(settings, imported, broken=bool(broken_files))
+    application = integration.wrap(application)
     crons = _cron_runner(settings, evented) if given is None and not broken_files else None
     holder = None  # the post-mortem debugger, which may hold requests
     if post_mortem:
@@ -445,7 +466,14 @@ def _run_server(
             settings.debugger_pin,
             settings.debugger_trusted_host,
         )
-    watcher = _Watch(settings, broken_files, since=load_started, given=given)
+    watch = watching.ReloadWatch(
+        settings,
+        broken_files,
+        since=load_started,
+        given=given,
+        integration=integration,
+        in_process=not settings.workers,  # prefork: the workers serve
+    )
     server = _make_server(
         settings,
         application,
@@ -454,26 +482,31 @@ def _run_server(
         broken=bool(broken_files),
         paused=lambda: holder is not None and holder.holding > 0,
         evented=evented,
+        on_changes=watch.on_changes,
     )
+    evented_child = bool(getattr(server, "parent", None))  # the prefork master's
 
     def announce() -> None:
         if reloaded:
             now = time.monotonic()
             took = (now - reloaded.first_seen) * 1000
             _logger.info("reloaded in %.0f ms: %s", took, reloaded.summary(now))
-        elif getattr(server, "parent", None):  # the prefork master's evented child
+        elif evented_child:
             _logger.info("evented child serving on %s (pid %d)", server.url, os.getpid())
         else:
             _print_banner(settings, server, given, application)
-        watcher.start_in_background(server.notify, after=server.served_first)
+        if not evented_child:  # its master watches, and reports what the framework says
+            watch.start_in_background(server.notify, after=server.served_first)
+            _framework_started(integration, server.served_first, wait=not settings.workers)
         if crons is not None:
             crons.start()
 
     try:
         outcome = server.run(on_ready=announce)
-        watcher.stop()  # before the server's wake-up pipe closes: nothing notifies after
+        watch.stop()  # before the server's wake-up pipe closes: nothing notifies after
         crons_done, outcome = _stop_crons(crons, settings, outcome)
         if outcome is servers.Outcome.RELOAD and server.reload is not None:
+            watch.remember()
             reloader.reexec(
                 server.listener,
                 server.reload,
@@ -489,10 +522,47 @@ def _run_server(
             logging.shutdown()
             os._exit(code)
     finally:
-        watcher.stop()
+        watch.stop()
         server.close()  # idle pooled threads end
     _logger.info("stopped")
     return code
+
+
+def _integration(settings: config.Settings, imported: Any, broken: bool) -> Any:
+    """The framework integration, in --dev modes only, prepared for development."""
+    from devserve import frameworks
+
+    if not settings.dev or broken:
+        return frameworks.Integration(imported, settings)
+    integration = frameworks.detect(imported, settings)
+    try:
+        integration.prepare()
+    except Exception:  # the app serves as it is
+        _logger.exception("adjusting %s for development failed", integration.name)
+    return integration
+
+
+def _framework_started(integration: Any, served_first: threading.Event, wait: bool) -> None:
+    """What the framework reports once serving (Django's system checks): in a thread once
+    the first request was answered (or 250 ms passed), so it never delays serving; with
+    prefork workers, at once, before any worker is forked (a fork must not copy a thread
+    that is half-way through an import)."""
+    from devserve.watching import WATCHER_DELAY
+
+    def report() -> None:
+        if wait:
+            served_first.wait(WATCHER_DELAY)
+        try:
+            integration.started()
+        except Exception:
+            _logger.exception("%s's start-up checks failed", integration.name)
+
+    if not integration.name:
+        return
+    if not wait:
+        report()
+        return
+    threading.Thread(target=report, name="devserve.frameworks", daemon=True).start()
 
 
 def _served_jobs(settings: config.Settings, evented: bool) -> list[Any]:
@@ -554,10 +624,10 @@ def _signal_actions(settings: config.Settings, given: Any) -> dict[int, Callable
     reporter: list[Any] = []
 
     def report(sizes: bool) -> None:
-        from devserve import app, debug
+        from devserve import debug, project
 
         if not reporter:
-            reporter.append(debug.CacheReporter(app.watch_roots(settings, given)))
+            reporter.append(debug.CacheReporter(project.roots(settings, given)))
         reporter[0].request(sizes)
 
     def dump() -> None:
@@ -572,22 +642,27 @@ def _signal_actions(settings: config.Settings, given: Any) -> dict[int, Callable
     }
 
 
-def _load_or_show_error(settings: config.Settings) -> tuple[WSGIApplication, list[str]]:
-    """The app; with --dev reload, an app that fails to load is replaced by a 500 page
-    that shows why, and the files of the traceback are watched too."""
+def _load_or_show_error(
+    settings: config.Settings, reloaded: Any
+) -> tuple[WSGIApplication, Any, list[str]]:
+    """The app served, the callable imported (None for addons), and the files to watch
+    besides the project's. With --dev reload, an app that fails to load is replaced by a
+    500 page that shows why, and the files of the traceback are watched too. An ASGI app
+    is refused at first start: serving an error page could not make it work."""
     from devserve import app, reloader
 
     try:
-        return app.load_app(settings), []
+        application, imported = app.load(settings)
+        return application, imported, []
     except (AppLoadError, ConfigError) as error:
-        if not settings.reload:
+        if not settings.reload or (isinstance(error, NotWSGIError) and not reloaded):
             raise
         _logger.error(
             "%s; serving the error until a watched file changes",
             error,
             exc_info=error.__cause__ or error,
         )
-        return reloader.error_app(error), reloader.traceback_files(error)
+        return reloader.error_app(error), None, reloader.traceback_files(error)
 
 
 def _print_banner(settings: config.Settings, server: Any, given: Any, served: Any) -> None:
@@ -604,67 +679,6 @@ def _print_banner(settings: config.Settings, server: Any, given: Any, served: An
 
         rows.append(("debugger PIN", debug.debugger_pin(served)))
     log.print_banner(f"devserve serving on {server.url}", rows)
-
-
-class _Watch:
-    """``--dev reload``'s watcher: set up after the server is up (so a big tree never
-    delays serving), reporting batches of changes to the server's control loop."""
-
-    def __init__(
-        self, settings: config.Settings, files: list[str], since: float, given: Any = None
-    ) -> None:
-        self.settings = settings
-        self.files = files
-        self.since = since
-        self.given = given  # an app object handed to devserve.run(), if any
-        self.watcher: Any = None
-        self.stopped = False
-        self._lock = threading.Lock()  # between set-up (its own thread) and stop()
-
-    def start_in_background(self, notify: Callable[[Any], object], after: threading.Event) -> None:
-        """Set the watches up in a thread, once the first request was answered (after a
-        reload, someone is waiting for it) or 250 ms have passed. Changes made meanwhile are
-        caught up by modification time."""
-        if not self.settings.reload:
-            return
-        thread = threading.Thread(
-            target=self._start, args=(notify, after), name="devserve.watcher.setup", daemon=True
-        )
-        thread.start()
-
-    def _start(self, notify: Callable[[Any], object], after: threading.Event) -> None:
-        after.wait(WATCHER_DELAY)
-        from devserve import app, reloader, watcher
-
-        roots = app.watch_roots(self.settings, self.given)
-        with self._lock:
-            if self.stopped:
-                return
-            self.watcher = watcher.Watcher(
-                roots=roots,
-                files=self.files,
-                on_batch=lambda paths, first: notify(reloader.FileChanges(paths, first)),
-                path_filter=watcher.PathFilter(
-                    self.settings.reload_include, self.settings.reload_exclude
-                ),
-                backend=self.settings.reload_backend,
-                since=self.since,
-            )
-            took = self.watcher.start()
-        _logger.info(
-            "watching %s with %s (ready in %.0f ms)",
-            reloader.describe_paths(roots) or "nothing",
-            self.watcher.describe(),
-            took * 1000,
-        )
-
-    def stop(self) -> None:
-        self.stopped = True
-        if self.watcher is not None:  # a set-up under way: ends early instead of being waited
-            self.watcher.cancel()
-        with self._lock:
-            if self.watcher is not None:
-                self.watcher.stop()
 
 
 def _looks_like_target(word: str) -> bool:

@@ -400,10 +400,11 @@ class Settings:
         metavar="PATHS",
     )
     reload_include: tuple[str, ...] = setting(
-        ("*.py",),
+        (),
         "--reload-include",
-        help="comma-separated globs of the files whose change reloads (a glob without / "
-        "matches names, one with / the path under a watched folder)",
+        help="comma-separated globs of more files whose change counts, on top of Python "
+        "files, templates, translations (*.mo) and config files (a glob without / matches "
+        "names, one with / the path under a watched folder)",
         parse=parse_list,
         metavar="GLOBS",
     )
@@ -421,6 +422,14 @@ class Settings:
         help="seconds that running requests get to finish before a reload goes ahead",
         parse=parse_seconds,
         metavar="SECONDS",
+    )
+    no_static: bool = setting(
+        False,
+        "--no-static",
+        help="--dev: do not serve the framework's static files as its dev server does "
+        "(Django's staticfiles with DEBUG on)",
+        parse=parse_bool,
+        flag=True,
     )
     debugger_pin: str | None = setting(
         None,

@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "DevserveError",
     "ExitCode",
+    "NotWSGIError",
     "UsageError",
     "exception_summary",
 ]
@@ -47,6 +48,10 @@ class ConfigError(DevserveError):
 
 class AppLoadError(DevserveError):
     exit_code = ExitCode.APP_LOAD
+
+
+class NotWSGIError(AppLoadError):
+    """The app is no WSGI callable (an ASGI app): refused at start, even with --dev reload."""
 
 
 class BindError(DevserveError):

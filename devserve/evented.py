@@ -400,14 +400,17 @@ STARTED_AFTER = 5.0  # a child alive this long has started; dying later is not a
 def child_environment(settings: config.Settings, port: int) -> dict[str, str]:
     """The master's settings for the child, as ``DEVSERVE_*`` variables (they override the
     config file; the child has no command-line options): one process, on the gevent port,
-    no watching (the master reloads and restarts it), no pidfile."""
+    no pidfile, no post-mortem debugger (no terminal). It does not watch: the master
+    reloads and restarts it."""
     env = dict(os.environ)
     overrides = {
         "workers": 0,
         "http_port": port,
         "gevent_port": None,
         "pidfile": None,
-        "dev": tuple(m for m in settings.dev if m not in ("reload", *config.POST_MORTEM)),
+        # "reload" stays: the child serves a load error's page and gets the framework
+        # integration; it never watches (it knows it is a child).
+        "dev": tuple(m for m in settings.dev if m not in config.POST_MORTEM),
     }
     for field, option in config.options():
         if not option.in_file:

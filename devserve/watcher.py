@@ -78,6 +78,9 @@ DEFAULT_IGNORED_FILES = (
     "*.pyc",
     "*.pyo",
 )
+# Folders with no code that apps write to or tools generate into (uploads, collectstatic's
+# output, coverage reports, build trees): never watched, unless they are a Python package.
+DATA_DIRS = frozenset({"media", "uploads", "staticfiles", "htmlcov", "build", "dist"})
 # Filesystems that deliver no (or unreliable) inotify events for changes made elsewhere.
 POLLED_FILESYSTEMS = frozenset(
     {"nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "drvfs", "vboxsf", "vmhgfs", "fuse.sshfs"}
@@ -111,7 +114,9 @@ def _relative(path: str, root: str) -> str:
 @dataclass(frozen=True)
 class PathFilter:
     """Which paths matter. A glob without ``/`` matches a file or folder name anywhere; one
-    with ``/`` matches the path relative to the watched root."""
+    with ``/`` matches the path relative to the watched root (an include glob also the path
+    from the root's own name: ``templates/*`` matches every file of a watched ``templates``
+    folder)."""
 
     include: tuple[str, ...] = ("*.py",)
     exclude: tuple[str, ...] = ()
@@ -124,7 +129,17 @@ class PathFilter:
 
     @functools.cached_property
     def _included_name(self) -> re.Pattern[str]:
-        return _any_glob(self.include)
+        return _any_glob(pattern for pattern in self.include if "/" not in pattern)
+
+    @functools.cached_property
+    def _included_path(self) -> re.Pattern[str]:
+        return _any_glob(pattern for pattern in self.include if "/" in pattern)
+
+    def _included(self, name: str, relative: str, root: str) -> bool:
+        if self._included_name.match(name):
+            return True
+        from_root = os.path.join(os.path.basename(root), relative) if root else relative
+        return bool(self._included_path.match(relative) or self._included_path.match(from_root))
 
     @functools.cached_property
     def _excluded_name(self) -> re.Pattern[str]:
@@ -145,13 +160,17 @@ class PathFilter:
         name = os.path.basename(path)
         if name in DEFAULT_IGNORED_DIRS or os.path.exists(os.path.join(path, "pyvenv.cfg")):
             return False
+        if name in DATA_DIRS and not os.path.exists(os.path.join(path, "__init__.py")):
+            return False
         return not self._excluded(_relative(path, root))
 
     def matches(self, path: str, root: str = "") -> bool:
         name = os.path.basename(path)
-        if self._ignored_name.match(name) or not self._included_name.match(name):
+        if self._ignored_name.match(name):
             return False
         relative = _relative(path, root)
+        if not self._included(name, relative, root):
+            return False
         if any(part in DEFAULT_IGNORED_DIRS for part in relative.split(os.sep)[:-1]):
             return False
         return not self._excluded(relative)
@@ -294,6 +313,10 @@ class Backend(abc.ABC):
         """Set up the watches (synchronously) and start reporting."""
 
     @abc.abstractmethod
+    def add_root(self, root: str) -> None:
+        """Watch one more folder recursively, while running."""
+
+    @abc.abstractmethod
     def stop(self) -> None:
         """Stop reporting and release the watches."""
 
@@ -340,6 +363,9 @@ class PollingBackend(Backend):
             for path in found:
                 self.emit(path)
 
+    def add_root(self, root: str) -> None:
+        self.add(root, root)
+
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
             with self._lock:
@@ -382,21 +408,29 @@ class InotifyBackend(Backend):
         self._files: frozenset[str] = frozenset()
         self._stopped = threading.Event()
         self._warned = False
+        self._adding = threading.Lock()  # folders appear in the event thread, roots elsewhere
 
     def _add_tree(self, folder: str, root: str, report_files: bool = False) -> None:
         # Each folder is watched before it is listed: a file or folder created in between
         # is then either listed or reported by the watch, never missed.
         watch = functools.partial(self._watch, root=root)
-        for _path, entries in walk(folder, self.path_filter, watch, root, self.cancelled):
-            if report_files:  # files created before the watch existed
-                for entry in entries:
-                    self.report(entry.path, root)
+        with self._adding:
+            for _path, entries in walk(folder, self.path_filter, watch, root, self.cancelled):
+                if report_files:  # files created before the watch existed
+                    for entry in entries:
+                        self.report(entry.path, root)
+
+    def add_root(self, root: str) -> None:
+        self._add_tree(root, root)
 
     def _watch(self, path: str, root: str) -> bool:
         import inotify.calls
 
         if any(path.startswith(gone + os.sep) for gone in self.unwatchable):
             return False  # inside a subtree that is polled already
+        if path in self._roots_of:  # watched already (under another root, or for its files)
+            self._roots_of[path] = self._roots_of[path] or root
+            return True
         try:
             self._inotify.add_watch(path, self._mask)
         except inotify.calls.InotifyError as error:
@@ -527,39 +561,44 @@ class WatchdogBackend(Backend):
         from watchdog.observers import Observer
 
         self._observer = Observer()
+        self._files: frozenset[str] = frozenset()
 
     def start(self, roots: list[str], files: Iterable[str] = ()) -> None:
+        self._files = frozenset(files)
+        for root in roots:
+            self.add_root(root)
+        for folder in {os.path.dirname(path) for path in self._files}:
+            with contextlib.suppress(OSError):
+                self._observer.schedule(self._handler(""), folder, recursive=False)
+        self._observer.daemon = True
+        self._observer.start()
+
+    def add_root(self, root: str) -> None:
+        try:
+            self._observer.schedule(self._handler(root), root, recursive=True)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            self.cannot_watch(root, root)
+
+    def _handler(self, root: str) -> Any:
+        """watchdog's handler for the events under ``root`` ("": the single files)."""
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
         backend = self
-        file_set = frozenset(files)
 
         class Handler(FileSystemEventHandler):
-            def __init__(self, root: str) -> None:
-                self.root = root
-
             def on_any_event(self, event: FileSystemEvent) -> None:
                 if event.is_directory or event.event_type in ("opened", "closed_no_write"):
                     return
                 for raw in (event.src_path, getattr(event, "dest_path", "")):
                     path = os.fsdecode(raw)
-                    if path in file_set or (
-                        path and self.root and backend._in_watched_folder(path, self.root)
+                    if path in backend._files or (
+                        path and root and backend._in_watched_folder(path, root)
                     ):
-                        backend.report(path, self.root, file_set)
+                        backend.report(path, root, backend._files)
 
-        for root in roots:
-            try:
-                self._observer.schedule(Handler(root), root, recursive=True)
-            except OSError as error:
-                if error.errno != errno.ENOSPC:
-                    raise
-                self.cannot_watch(root, root)
-        for folder in {os.path.dirname(path) for path in file_set}:
-            with contextlib.suppress(OSError):
-                self._observer.schedule(Handler(""), folder, recursive=False)
-        self._observer.daemon = True
-        self._observer.start()
+        return Handler()
 
     def _in_watched_folder(self, path: str, root: str) -> bool:
         """watchdog watches every folder under a root: drop the events from those the
@@ -632,6 +671,7 @@ class Watcher:
     since: float | None = None  # also report files modified after this time.time()
     backends: list[Backend] = field(default_factory=list, init=False)
     _poller: PollingBackend | None = field(default=None, init=False)
+    _events: Backend | None = field(default=None, init=False)
     _started: bool = field(default=False, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _cancelled: threading.Event = field(default_factory=threading.Event, init=False)
@@ -639,17 +679,13 @@ class Watcher:
     def start(self) -> float:
         """Set up every watch; returns how long that took (seconds)."""
         started = time.monotonic()
-        debouncer = Debouncer(self.on_batch, self.quiet)
+        debouncer = Debouncer(self._settled, self.quiet)
         self._debouncer = debouncer
         self.files = [*self.files, *(root for root in self.roots if os.path.isfile(root))]
         self.roots = [root for root in self.roots if os.path.isdir(root)]
-        event_roots, polled_roots = self._split_roots()
+        event_roots, polled_roots = self._split_roots(self.roots)
         if event_roots or self.files:
-            backend = self._make_event_backend(debouncer.put)
-            backend.cancelled = self._cancelled
-            backend.poll_instead = self._poll_instead
-            backend.start(event_roots, self.files)
-            self.backends.insert(0, backend)
+            self._start_event_backend(event_roots)
         for root in polled_roots:
             self._poll_instead(root, root)
         self._started = True
@@ -658,17 +694,60 @@ class Watcher:
             self._report_modified_since(self.since, debouncer.put)
         return time.monotonic() - started
 
-    def _poll_instead(self, folder: str, root: str) -> None:
-        """Poll a folder no event backend watches: a slow filesystem, or one inotify ran out
-        of watches for (at start, or when it appeared later: then its files are new)."""
+    def _settled(self, paths: frozenset[str], first_seen: float) -> None:
+        """A batch, without the files that are gone beside a file of the batch that is
+        still there: the temporary file of an atomic save (an editor, ``sed -i``), written
+        and renamed over the file it replaces. (A file deleted on its own stays.)"""
+        present = {path for path in paths if os.path.lexists(path)}
+        folders = {os.path.dirname(path) for path in present}
+        kept = frozenset(p for p in paths if p in present or os.path.dirname(p) not in folders)
+        self.on_batch(kept, first_seen)
+
+    def _start_event_backend(self, roots: list[str]) -> Backend:
+        backend = self._make_event_backend(self._debouncer.put)
+        backend.cancelled = self._cancelled
+        backend.poll_instead = self._poll_instead
+        backend.start(roots, self.files)
+        self.backends.insert(0, backend)
+        self._events = backend
+        return backend
+
+    def add_roots(self, roots: Iterable[str]) -> list[str]:
+        """Watch more folders, once started (the folders of modules imported since); the
+        files changed in them since ``since`` are reported. Returns the folders newly
+        watched: not those inside a folder watched already."""
+        added = []
+        for root in roots:
+            if not os.path.isdir(root) or any(
+                root == other or root.startswith(other + os.sep) for other in self.roots
+            ):
+                continue
+            self.roots.append(root)
+            added.append(root)
+            _event_roots, polled_roots = self._split_roots([root])
+            if polled_roots:
+                self._poller_for().add(root, root)
+            elif self._events is None:
+                self._start_event_backend([root])
+            else:
+                self._events.add_root(root)
+            if self.since is not None:
+                self._report_modified_since(self.since, self._debouncer.put, [root])
+        return added
+
+    def _poller_for(self) -> PollingBackend:
         with self._lock:
             if self._poller is None:
                 self._poller = PollingBackend(self.path_filter, self._debouncer.put)
                 self._poller.cancelled = self._cancelled
                 self._poller.start([])
                 self.backends.append(self._poller)
-            poller = self._poller
-        poller.add(folder, root, report_existing=self._started)
+            return self._poller
+
+    def _poll_instead(self, folder: str, root: str) -> None:
+        """Poll a folder no event backend watches: a slow filesystem, or one inotify ran out
+        of watches for (at start, or when it appeared later: then its files are new)."""
+        self._poller_for().add(folder, root, report_existing=self._started)
 
     def _make_event_backend(self, emit: Emit) -> Backend:
         name = self._event_backend()
@@ -678,13 +757,17 @@ class Watcher:
             _logger.warning("cannot use %s (%s): polling instead", name, error)
             return PollingBackend(self.path_filter, emit)
 
-    def _report_modified_since(self, since: float, emit: Emit) -> None:
+    def _report_modified_since(
+        self, since: float, emit: Emit, roots: list[str] | None = None
+    ) -> None:
         """Changes made while this process was starting, before its watches existed: the
-        previous image stopped listening when it decided to reload. The margin covers the
-        coarse clock the kernel stamps files with."""
+        previous image stopped listening when it decided to reload (``roots``: only in
+        those, watched later). The margin covers the coarse clock the kernel stamps files
+        with."""
         threshold = int((since - 0.02) * 1e9)
-        roots = ((root, root) for root in self.roots)
-        found = scan(roots, self.files, self.path_filter, self._cancelled)
+        files = self.files if roots is None else []
+        pairs = ((root, root) for root in (self.roots if roots is None else roots))
+        found = scan(pairs, files, self.path_filter, self._cancelled)
         for path, (mtime_ns, _size, _inode) in found.items():
             if mtime_ns > threshold:
                 emit(path)
@@ -694,16 +777,17 @@ class Watcher:
             return self.backend
         return next(name for name in ("inotify", "watchdog", "poll") if available(name))
 
-    def _split_roots(self) -> tuple[list[str], list[str]]:
+    def _split_roots(self, roots: list[str]) -> tuple[list[str], list[str]]:
+        """The roots an event backend watches, and those polled."""
         if self.backend == "poll":
-            return [], list(self.roots)
+            return [], list(roots)
         if self.backend != "auto":
-            return list(self.roots), []
+            return list(roots), []
         import psutil
 
         partitions = psutil.disk_partitions(all=True)  # the mount table, read once
-        polled = [root for root in self.roots if needs_polling(root, partitions)]
-        return [root for root in self.roots if root not in polled], polled
+        polled = [root for root in roots if needs_polling(root, partitions)]
+        return [root for root in roots if root not in polled], polled
 
     def describe(self) -> str:
         return " + ".join(backend.name for backend in self.backends) or "nothing"

@@ -33,7 +33,7 @@ def test_child_environment_carries_the_settings_for_one_evented_process(
         workers=4,
         gevent_port=8072,
         http_port=8069,
-        dev=("reload", "werkzeug"),
+        dev=("reload", "werkzeug", "pdb"),
         pidfile=str(tmp_path / "master.pid"),
         limit_memory_soft=512,
     )
@@ -42,7 +42,9 @@ def test_child_environment_carries_the_settings_for_one_evented_process(
     child = config.read_env(env)
     assert child["workers"] == 0
     assert child["http_port"] == 8072
-    assert child["dev"] == ("werkzeug",)  # the master watches and reloads, not the child
+    # No terminal for a post-mortem; "reload" stays (the error page, the framework
+    # integration), though the child never watches: its master does.
+    assert child["dev"] == ("reload", "werkzeug")
     assert child["addons_path"] == (str(tmp_path),)
     assert child["limit_memory_soft"] == 512
     assert "pidfile" not in child and "gevent_port" not in child

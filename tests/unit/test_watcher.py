@@ -162,7 +162,7 @@ def test_exclude_only_looks_below_the_root(tmp_path: Path) -> None:
 
 
 def test_exclude_with_slash_matches_the_path_relative_to_the_root(tmp_path: Path) -> None:
-    path_filter = PathFilter(exclude=("shop/generated/*", "shop/build"))
+    path_filter = PathFilter(exclude=("shop/generated/*", "shop/vendor"))
     root = str(tmp_path)
     assert path_filter.matches(str(tmp_path / "shop" / "generated" / "api.py"), root) is False
     assert (
@@ -171,8 +171,8 @@ def test_exclude_with_slash_matches_the_path_relative_to_the_root(tmp_path: Path
     # the same names elsewhere in the tree are not excluded
     assert path_filter.matches(str(tmp_path / "other" / "shop" / "generated" / "api.py"), root)
     assert path_filter.matches(str(tmp_path / "generated" / "api.py"), root) is True
-    assert path_filter.watches_dir(str(tmp_path / "shop" / "build"), root) is False
-    assert path_filter.watches_dir(str(tmp_path / "other" / "shop" / "build"), root) is True
+    assert path_filter.watches_dir(str(tmp_path / "shop" / "vendor"), root) is False
+    assert path_filter.watches_dir(str(tmp_path / "other" / "shop" / "vendor"), root) is True
 
 
 def test_include_override(tmp_path: Path) -> None:
@@ -220,9 +220,9 @@ def test_walk_yields_watched_folders_with_their_entries(tmp_path: Path) -> None:
     write(tmp_path / "node_modules" / "lib" / "index.py")
     write(tmp_path / "myenv" / "pyvenv.cfg", "home = /usr/bin\n")
     write(tmp_path / "myenv" / "lib" / "site.py")
-    write(tmp_path / "build" / "out.py")
-    assert listing(tmp_path, PathFilter(exclude=("build",))) == {
-        ".": [".git", "app.py", "build", "myenv", "node_modules", "pkg"],
+    write(tmp_path / "generated" / "out.py")
+    assert listing(tmp_path, PathFilter(exclude=("generated",))) == {
+        ".": [".git", "app.py", "generated", "myenv", "node_modules", "pkg"],
         "pkg": ["mod.py", "sub"],
         "pkg/sub": ["deep.py"],
     }
@@ -376,7 +376,7 @@ def tree(tmp_path: Path) -> Path:
     write(root / "node_modules" / "lib" / "index.py")
     write(root / "myenv" / "pyvenv.cfg", "home = /usr/bin\n")
     write(root / "myenv" / "lib" / "site.py")
-    write(root / "build" / "out.py")
+    write(root / "generated" / "out.py")
     write(root / "sentinel.py", "")
     return root
 
@@ -501,7 +501,7 @@ def test_backend_watches_a_folder_renamed_away_and_created_again(
         ".git/hooks/hook.py",
         "node_modules/lib/index.py",
         "myenv/lib/site.py",  # myenv holds pyvenv.cfg
-        "build/out.py",  # excluded by the filter
+        "generated/out.py",  # excluded by the filter
         "__pycache__/fresh.py",  # an ignored folder created while watching
         ".git/fresh/deep.py",
     ],
@@ -509,7 +509,7 @@ def test_backend_watches_a_folder_renamed_away_and_created_again(
 def test_backend_ignores_files_in_ignored_folders(
     start_backend: StartBackend, tree: Path, relative: str
 ) -> None:
-    watched = start_backend(path_filter=PathFilter(exclude=("build",)))
+    watched = start_backend(path_filter=PathFilter(exclude=("generated",)))
     ignored = write(tree / relative, "x = 'changed'\n")
     watched.settle()
     assert str(ignored) not in watched.recorder.seen()
@@ -909,3 +909,92 @@ def test_walk_matches_excludes_from_the_root_not_the_start(tmp_path: Path) -> No
     folders = [folder for folder, _ in walk(str(tmp_path / "pkg"), path_filter, root=str(tmp_path))]
     assert str(tmp_path / "pkg" / "kept") in folders
     assert str(tmp_path / "pkg" / "gen") not in folders
+
+
+# --- what a project needs: data folders, folder globs, roots added later, atomic saves ---
+
+
+@pytest.mark.parametrize("folder", sorted(watcher.DATA_DIRS))
+def test_data_folders_are_not_watched_unless_a_package(tmp_path: Path, folder: str) -> None:
+    path_filter = PathFilter()
+    data = tmp_path / folder
+    data.mkdir()
+    assert path_filter.watches_dir(str(data), str(tmp_path)) is False
+    write(data / "__init__.py", "")  # a package of that name is code
+    assert path_filter.watches_dir(str(data), str(tmp_path)) is True
+
+
+def test_an_include_glob_with_slash_also_matches_from_the_root_name(tmp_path: Path) -> None:
+    path_filter = PathFilter(include=("templates/*", "*/templates/*"))
+    assert path_filter.matches("/p/shop/templates/shop/mail.txt", "/p/shop")
+    assert path_filter.matches("/p/templates/mail.txt", "/p/templates")  # the root itself
+    assert path_filter.matches("/p/templates/mail.txt", "/p")
+    assert not path_filter.matches("/p/shop/mail.txt", "/p/shop")
+    assert not path_filter.matches("/p/shop/templates.txt", "/p/shop")
+
+
+@pytest.mark.parametrize("backend", ["inotify", "watchdog", "poll"])
+def test_watcher_add_roots_watches_a_folder_while_running(
+    tree: Path, tmp_path: Path, start_watcher: StartWatcher, backend: str
+) -> None:
+    other = tmp_path / "other"
+    write(other / "__init__.py", "")
+    watcher_, recorder = start_watcher([tree], backend=backend)
+    assert watcher_.add_roots([str(other), str(tree / "pkg"), str(tmp_path / "nowhere")]) == [
+        str(other)
+    ]
+    assert watcher_.add_roots([str(other)]) == []  # once
+    assert watcher_.roots == [str(tree), str(other)]
+    changed = write(other / "views.py", "x = 'changed'\n")
+    assert recorder.wait_for(changed), recorder.batches
+
+
+def test_watcher_add_roots_reports_what_changed_there_since(
+    tree: Path, tmp_path: Path, start_watcher: StartWatcher
+) -> None:
+    now = time.time()
+    other = tmp_path / "other"
+    stale = write(other / "old.py")
+    os.utime(stale, (now - 3600, now - 3600))
+    edited = write(other / "views.py", "x = 'edited before it was watched'\n")
+    watcher_, recorder = start_watcher([tree], backend="inotify", since=now - 60)
+    stale_in_tree = [path for path in tree.rglob("*.py") if path.stat().st_mtime > now - 60]
+    watcher_.add_roots([str(other)])
+    assert recorder.wait_for(edited), recorder.batches
+    assert str(stale) not in recorder.seen()
+    assert recorder.seen() <= {str(edited), *map(str, stale_in_tree)}
+
+
+def test_watcher_add_roots_starts_an_event_backend_when_it_had_none(
+    tmp_path: Path, start_watcher: StartWatcher
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    watcher_, recorder = start_watcher([], backend="inotify")
+    assert watcher_.describe() == "nothing"
+    watcher_.add_roots([str(other)])
+    assert watcher_.describe() == "inotify"
+    changed = write(other / "views.py")
+    assert recorder.wait_for(changed), recorder.batches
+
+
+def test_an_atomic_save_reports_the_saved_file_not_its_temporary_file(
+    tmp_path: Path, start_watcher: StartWatcher
+) -> None:
+    templates = tmp_path / "templates"
+    page = write(templates / "page.html", "v1")
+    every_file = PathFilter(include=("templates/*",))
+    _watcher, recorder = start_watcher(
+        [templates], backend="inotify", quiet=0.1, path_filter=every_file
+    )
+    temporary = write(templates / "sedX1y2Z3", "v2")  # as sed -i and editors do
+    os.replace(temporary, page)
+    assert recorder.wait_for(page), recorder.batches
+    assert recorder.batches[0][0] == {str(page)}
+
+
+def test_a_deleted_file_on_its_own_is_reported(tmp_path: Path, start_watcher: StartWatcher) -> None:
+    gone = write(tmp_path / "pkg" / "gone.py")
+    _watcher, recorder = start_watcher([tmp_path / "pkg"], backend="inotify")
+    gone.unlink()
+    assert recorder.wait_for(gone), recorder.batches

@@ -1,0 +1,181 @@
+"""``--dev reload``'s watch over a running app: what it watches, and what a change does.
+
+The watches are set up once the server is up (a big tree never delays serving), in a
+thread, and follow the app: a module imported later (on a first request) adds its folder,
+and the folders learned are kept across reloads (the next image watches them from its
+start). Batches of changes go to the server's control loop, which asks :meth:`ReloadWatch.
+on_changes` whether to reload: static files never reload, templates a framework re-reads
+in place do not either, anything else does once it compiles (:func:`reloader.prepare_reload`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from devserve import config, project, reloader
+from devserve.frameworks import Integration
+from devserve.reloader import FileChanges
+
+__all__ = ["ReloadWatch"]
+
+_logger = logging.getLogger(__name__)
+
+WATCHER_DELAY = 0.25  # the watcher sets up after the first request, or after this long
+IMPORTS_EVERY = 1.0  # seconds between two looks for modules imported since
+REMEMBERED_ENV = "DEVSERVE_WATCHED"  # folders an earlier image watched, os.pathsep-separated
+
+
+class ReloadWatch:
+    """Watches the project of one process image for ``--dev reload``."""
+
+    def __init__(
+        self,
+        settings: config.Settings,
+        files: list[str],
+        since: float,
+        given: Any = None,
+        integration: Integration | None = None,
+        in_process: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.files = files  # single files: those of a failed load's traceback
+        self.since = since
+        self.given = given  # an app object handed to devserve.run(), if any
+        self.integration = integration or Integration(None, settings)
+        self.in_process = in_process  # the app serves in this process (not prefork workers)
+        self.watcher: Any = None
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()  # between set-up (its own thread) and stop()
+        self._modules = 0  # len(sys.modules) at the last look
+        remembered = os.environ.pop(REMEMBERED_ENV, "")
+        self.remembered = [folder for folder in remembered.split(os.pathsep) if folder]
+        self._static: list[str] | None = None
+
+    # --- what is watched ---
+
+    def roots(self) -> list[str]:
+        """The folders to watch: the project's (what the app imported), the framework's
+        template folders, those an earlier image learned, and ``--reload-path`` folders."""
+        extra = [path for path in self.settings.reload_path if os.path.isdir(path)]
+        folders = [
+            *project.roots(self.settings, self.given),
+            *self.integration.watch_folders(),
+            *self.remembered,
+            *extra,
+        ]
+        return project.collapse(folder for folder in folders if os.path.isdir(folder))
+
+    def _files(self, roots: list[str]) -> list[str]:
+        """Single files: a failed load's, ``--reload-path`` files, and the config files of
+        the folders holding the project's packages (``.env``, ``pyproject.toml``...)."""
+        packages = [root for root in roots if os.path.isfile(os.path.join(root, "__init__.py"))]
+        named = [path for path in self.settings.reload_path if not os.path.isdir(path)]
+        parents = [os.path.dirname(root) for root in packages]
+        outside = [folder for folder in parents if not project.is_library(folder)]
+        return list(dict.fromkeys([*self.files, *named, *project.config_files(outside)]))
+
+    # --- lifecycle ---
+
+    def start_in_background(self, notify: Callable[[Any], object], after: threading.Event) -> None:
+        """Set the watches up in a thread, once the first request was answered (after a
+        reload, someone is waiting for it) or 250 ms have passed. Changes made meanwhile are
+        caught up by modification time."""
+        if not self.settings.reload:
+            return
+        thread = threading.Thread(
+            target=self._run, args=(notify, after), name="devserve.watcher.setup", daemon=True
+        )
+        thread.start()
+
+    def _run(self, notify: Callable[[Any], object], after: threading.Event) -> None:
+        after.wait(WATCHER_DELAY)
+        try:
+            self._start(notify)
+            while not self.stopped.wait(IMPORTS_EVERY):
+                self._follow_imports()
+        except Exception:  # watching must never take the server down
+            _logger.exception("watching for changes failed; reloads need a HUP now")
+
+    def _start(self, notify: Callable[[Any], object]) -> None:
+        from devserve import watcher
+
+        self._modules = len(sys.modules)
+        roots = self.roots()
+        with self._lock:
+            if self.stopped.is_set():
+                return
+            self.watcher = watcher.Watcher(
+                roots=roots,
+                files=self._files(roots),
+                on_batch=lambda paths, first: notify(FileChanges(paths, first)),
+                path_filter=watcher.PathFilter(
+                    (*project.DEFAULT_INCLUDE, *self.settings.reload_include),
+                    self.settings.reload_exclude,
+                ),
+                backend=self.settings.reload_backend,
+                since=self.since,
+            )
+            took = self.watcher.start()
+        _logger.info(
+            "watching %s with %s (ready in %.0f ms)",
+            reloader.describe_paths(roots, limit=6) or "nothing",
+            self.watcher.describe(),
+            took * 1000,
+        )
+
+    def _follow_imports(self) -> None:
+        """Modules imported since the last look (a first request imports views...): watch
+        their folders too."""
+        if len(sys.modules) == self._modules or self.watcher is None:
+            return
+        self._modules = len(sys.modules)
+        with self._lock:
+            if self.stopped.is_set():
+                return
+            added = self.watcher.add_roots(project.module_roots())
+        if added:
+            _logger.info("watching %s too (imported since)", reloader.describe_paths(added))
+
+    def remember(self) -> None:
+        """Before an exec: the next image watches the folders this one learned from its
+        start, before it imports them again."""
+        learned = self.watcher.roots if self.watcher is not None else []
+        os.environ[REMEMBERED_ENV] = os.pathsep.join(dict.fromkeys([*self.remembered, *learned]))
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.watcher is not None:  # a set-up under way: ends early instead of being waited
+            self.watcher.cancel()
+        with self._lock:
+            if self.watcher is not None:
+                self.watcher.stop()
+
+    # --- what a change does ---
+
+    def on_changes(self, changes: FileChanges) -> bool:
+        """Whether a batch of changes reloads (the control loop asks): not for static
+        files, nor for templates the framework re-reads itself, nor while a changed Python
+        file has a syntax error."""
+        if self._static is None:
+            self._static = self.integration.static_folders()
+        roots = self.watcher.roots if self.watcher is not None else []
+        static = {path for path in changes.paths if project.is_static(path, roots, self._static)}
+        rest = changes.paths - static
+        refreshed = self.integration.refresh(rest, self.in_process) if rest else set()
+        if static:
+            _logger.debug("%s: static, served as it is", reloader.describe_paths(static))
+        if refreshed:
+            _logger.info(
+                "%s: re-read by %s, no reload needed",
+                reloader.describe_paths(refreshed),
+                self.integration.name,
+            )
+        restart = rest - refreshed
+        if not restart:
+            return False
+        return reloader.prepare_reload(FileChanges(frozenset(restart), changes.first_seen))
