@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -39,14 +40,19 @@ def server_env(home: str | Path) -> dict[str, str]:
 
 
 def spawn(
-    command: list[str], cwd: str | Path, home: str | Path, log: IO[bytes]
+    command: list[str],
+    cwd: str | Path,
+    home: str | Path,
+    log: IO[bytes],
+    env_extra: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a server in its own process group (so Ctrl-C goes to us, and the caller stops
-    it with stop() in a `finally`), with server_env(home) and its output in `log`."""
+    it with stop() in a `finally`), with server_env(home) (and `env_extra`) and its output
+    in `log`."""
     return subprocess.Popen(
         command,
         cwd=cwd,
-        env=server_env(home),
+        env={**server_env(home), **(env_extra or {})},
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

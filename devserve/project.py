@@ -43,9 +43,13 @@ __all__ = [
     "roots",
 ]
 
-# Files whose change counts, on top of --reload-include: code, templates (Django, Jinja, any
-# file under a templates folder), compiled translations and config files.
-TEMPLATE_INCLUDE = ("*.html", "*.jinja", "*.jinja2", "*.j2", "templates/*", "*/templates/*")
+# Files whose change counts, on top of --reload-include: code, templates (Django, Jinja,
+# Bottle, Mako, Chameleon; any file under a templates folder), compiled translations and
+# config files.
+TEMPLATE_INCLUDE = (
+    *("*.html", "*.jinja", "*.jinja2", "*.j2", "*.tpl", "*.mako", "*.pt"),
+    *("templates/*", "*/templates/*"),
+)
 CONFIG_FILES = (".env", "*.toml", "*.ini", "*.cfg", "*.yaml", "*.yml")
 DEFAULT_INCLUDE = ("*.py", *TEMPLATE_INCLUDE, "*.mo", *CONFIG_FILES)
 STATIC_FOLDER = "static"  # a file under a folder of this name is served, never reloaded
