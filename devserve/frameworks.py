@@ -52,10 +52,19 @@ class Integration:
     """No framework recognised: nothing to adjust."""
 
     name = ""
+    app_class = ("", "")  # (module, class) of the framework's WSGI app object
 
     def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+
+    @classmethod
+    def recognises(cls, app: Any) -> Any:
+        """The framework's app object, found in ``app`` (or a few layers of middleware
+        around it), when the framework is imported; else None."""
+        module_name, class_name = cls.app_class
+        module = sys.modules.get(module_name) if module_name else None
+        return _find(app, getattr(module, class_name)) if module is not None else None
 
     @property
     def debugging(self) -> bool:
@@ -246,10 +255,7 @@ class Flask(Integration):
 
     name = "flask"
 
-    @classmethod
-    def recognises(cls, app: Any) -> Any:
-        flask = sys.modules.get("flask")
-        return _find(app, flask.Flask) if flask is not None else None
+    app_class = ("flask", "Flask")
 
     def prepare(self) -> None:
         if self.debugging:
@@ -286,10 +292,7 @@ class Bottle(Integration):
 
     name = "bottle"
 
-    @classmethod
-    def recognises(cls, app: Any) -> Any:
-        bottle = sys.modules.get("bottle")
-        return _find(app, bottle.Bottle) if bottle is not None else None
+    app_class = ("bottle", "Bottle")
 
     def prepare(self) -> None:
         if self.debugging:
@@ -302,10 +305,7 @@ class Falcon(Integration):
 
     name = "falcon"
 
-    @classmethod
-    def recognises(cls, app: Any) -> Any:
-        falcon = sys.modules.get("falcon")
-        return _find(app, falcon.App) if falcon is not None else None
+    app_class = ("falcon", "App")
 
     def prepare(self) -> None:
         import falcon
@@ -325,13 +325,10 @@ class Pyramid(Integration):
 
     name = "pyramid"
 
-    @classmethod
-    def recognises(cls, app: Any) -> Any:
-        router = sys.modules.get("pyramid.router")
-        return _find(app, router.Router) if router is not None else None
+    app_class = ("pyramid.router", "Router")
 
 
-FRAMEWORKS: tuple[Any, ...] = (Django, Flask, Bottle, Falcon, Pyramid)
+FRAMEWORKS: tuple[type[Integration], ...] = (Django, Flask, Bottle, Falcon, Pyramid)
 
 
 def detect(app: Any, settings: Settings) -> Integration:
@@ -344,5 +341,5 @@ def detect(app: Any, settings: Settings) -> Integration:
             _logger.debug("recognising %s failed", framework.name, exc_info=True)
             continue
         if found is not None:
-            return framework(found, settings)  # type: ignore[no-any-return]
+            return framework(found, settings)
     return Integration(app, settings)

@@ -30,6 +30,14 @@ DEBUGGER_PAGE = ("EVALEX = true", 'class="traceback"')  # Werkzeug's traceback p
 MODES = {"threaded": (), "prefork": ("--workers", "2"), "gevent": ("gevent",)}
 
 
+def assert_debugger_page(server: DevserveProcess, path: str, message: str) -> None:
+    """``path`` raises: a browser gets Werkzeug's traceback page, with the message."""
+    page = server.request(path, headers=HTML)
+    assert page.status == 500
+    assert all(marker in page.text for marker in DEBUGGER_PAGE), page.text[:1000]
+    assert message in page.text
+
+
 def serves(server: DevserveProcess, path: str, text: str, timeout: float = 15.0) -> None:
     """Until ``path`` answers 200 with ``text`` in its body."""
 
@@ -114,10 +122,7 @@ def test_django_exception_shows_the_werkzeug_debugger_and_is_logged_once(
     devserve: StartDevserve, site: Path
 ) -> None:
     server = start_django(devserve, site, "--dev", "reload,werkzeug")
-    page = server.request("/boom", headers=HTML)
-    assert page.status == 500
-    assert all(marker in page.text for marker in DEBUGGER_PAGE), page.text[:1000]
-    assert "boom from shop" in page.text
+    assert_debugger_page(server, "/boom", "boom from shop")
     wait_until(lambda: "ValueError: boom from shop" in server.log, 10, "the traceback")
     assert server.log.count("ValueError: boom from shop") == 1, server.log
 
@@ -244,10 +249,7 @@ def test_flask_views_and_templates(devserve: StartDevserve, flaskr: Path) -> Non
 
 def test_flask_exception_shows_the_werkzeug_debugger(devserve: StartDevserve, flaskr: Path) -> None:
     server = start_flask(devserve, flaskr, "--dev", "werkzeug")
-    page = server.request("/boom", headers=HTML)
-    assert page.status == 500
-    assert all(marker in page.text for marker in DEBUGGER_PAGE), page.text[:1000]
-    assert "boom from flaskr" in page.text
+    assert_debugger_page(server, "/boom", "boom from flaskr")
 
 
 def test_flask_templates_in_prefork_workers(devserve: StartDevserve, flaskr: Path) -> None:
@@ -275,10 +277,7 @@ def test_other_frameworks_serve_reload_and_debug(
     wait_watching(server)
     projects.set_version(module, "v1")
     serves(server, "/version", "v1")
-    page = server.request("/boom", headers=HTML)
-    assert page.status == 500
-    assert all(marker in page.text for marker in DEBUGGER_PAGE), page.text[:1000]
-    assert f"boom from {framework}" in page.text
+    assert_debugger_page(server, "/boom", f"boom from {framework}")
 
 
 # --- ASGI ---
