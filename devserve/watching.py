@@ -71,12 +71,13 @@ class ReloadWatch:
         return project.collapse(folder for folder in folders if os.path.isdir(folder))
 
     def _files(self, roots: list[str]) -> list[str]:
-        """Single files: a failed load's, ``--reload-path`` files, and the config files of
-        the folders holding the project's packages (``.env``, ``pyproject.toml``...)."""
+        """Single files: a failed load's, ``--reload-path`` files, and the config files
+        (``.env``, ``pyproject.toml``...) of the folders holding the project's packages and
+        of the folder devserve started in."""
         packages = [root for root in roots if os.path.isfile(os.path.join(root, "__init__.py"))]
         named = [path for path in self.settings.reload_path if not os.path.isdir(path)]
-        parents = [os.path.dirname(root) for root in packages]
-        outside = [folder for folder in parents if not project.is_library(folder)]
+        folders = [*(os.path.dirname(root) for root in packages), os.getcwd()]
+        outside = [folder for folder in folders if not project.is_library(folder)]
         return list(dict.fromkeys([*self.files, *named, *project.config_files(outside)]))
 
     # --- lifecycle ---

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,6 +117,36 @@ def test_django_admin_static_files_are_served_as_runserver_serves_them(
     server.stop()
     without = start_django(devserve, site, "--dev", "reload", "--no-static")
     assert without.request("/static/admin/css/base.css").status == 404
+
+
+STYLED = """
+const sheets = [...document.styleSheets];
+const header = document.querySelector("#header");
+return {
+    sheets: sheets.length,
+    loaded: sheets.every(sheet => sheet.cssRules.length > 0),
+    background: header ? getComputedStyle(header).backgroundColor : null,
+};
+"""
+
+
+def test_django_admin_is_styled_and_errors_debugged_in_a_browser(
+    devserve: StartDevserve, site: Path, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = start_django(devserve, site, "--dev", "reload,werkzeug")
+    browser.get(f"http://127.0.0.1:{server.port}/admin/login/")
+    assert "Log in" in browser.title
+    styled = browser.execute_script(STYLED)
+    assert styled["sheets"] >= 2 and styled["loaded"], styled
+    assert styled["background"] not in (None, "rgba(0, 0, 0, 0)"), styled  # the admin's colour
+    browser.get(f"http://127.0.0.1:{server.port}/boom")
+    wait = WebDriverWait(browser, 20)
+    frames = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "div.traceback div.frame"))
+    assert "shop/views.py" in frames[-1].text
+    assert "boom from shop" in browser.page_source
 
 
 def test_django_exception_shows_the_werkzeug_debugger_and_is_logged_once(
