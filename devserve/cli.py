@@ -269,10 +269,11 @@ def serve(
 
 
 def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bool) -> int:
-    from devserve import app, log, reloader, servers
+    from devserve import app, log, reloader, servers, watching
 
     log.setup_logging(settings.log_level, settings.logfile)
     reloaded = reloader.reload_started()
+    remembered = watching.take_remembered()  # before any of the app's code runs
     if settings.save and settings.config and not reloaded:  # the first image saved them
         config.save_config_file(settings, settings.config)
         _logger.info("settings saved to %s", settings.config)
@@ -306,7 +307,7 @@ def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bo
     pidfile = servers.Pidfile(settings.pidfile)
     pidfile.write()
     try:
-        return _run_server(settings, given, reloaded, pidfile, post_mortem, evented)
+        return _run_server(settings, given, reloaded, pidfile, post_mortem, evented, remembered)
     finally:
         pidfile.remove()
 
@@ -329,7 +330,8 @@ def _make_server(
     broken: bool,
     paused: Callable[[], bool],
     evented: bool,
-    on_changes: Callable[[Any], bool],
+    on_changes: Callable[[Any], frozenset[str]],
+    on_imported: Callable[[list[str]], None] | None,
 ) -> Any:
     """The server of the mode asked for: threaded, gevent, or prefork with ``--workers``."""
     from devserve import limits, project, reloader, servers
@@ -391,6 +393,7 @@ def _make_server(
         cron_jobs=[] if broken else _served_jobs(settings, evented=False),
         cron_workers=settings.max_cron_threads,
         cron_time_limit=cron.time_limit(settings),
+        on_imported=on_imported,
         **common,
     )
 
@@ -439,6 +442,7 @@ def _run_server(
     pidfile: Any,
     post_mortem: str | None,
     evented: bool,
+    remembered: list[str],
 ) -> int:
     from devserve import app, reloader, servers, watching
 
@@ -449,8 +453,7 @@ def _run_server(
         application, imported, broken_files = _load_or_show_error(settings, reloaded)
     else:
         application, imported, broken_files = app.wrap_app(given, settings), given, []
-    integration = _integration(settings, imported, broken=bool(broken_files))
-    application = integration.wrap(application)
+    integration, application = _integration(settings, imported, application, bool(broken_files))
     crons = _cron_runner(settings, evented) if given is None and not broken_files else None
     holder = None  # the post-mortem debugger, which may hold requests
     if post_mortem:
@@ -473,6 +476,7 @@ def _run_server(
         given=given,
         integration=integration,
         in_process=not settings.workers,  # prefork: the workers serve
+        remembered=remembered,
     )
     server = _make_server(
         settings,
@@ -483,6 +487,7 @@ def _run_server(
         paused=lambda: holder is not None and holder.holding > 0,
         evented=evented,
         on_changes=watch.on_changes,
+        on_imported=watch.learned if settings.reload else None,
     )
     evented_child = bool(getattr(server, "parent", None))  # the prefork master's
 
@@ -528,18 +533,22 @@ def _run_server(
     return code
 
 
-def _integration(settings: config.Settings, imported: Any, broken: bool) -> Any:
-    """The framework integration, in --dev modes only, prepared for development."""
+def _integration(
+    settings: config.Settings, imported: Any, application: WSGIApplication, broken: bool
+) -> tuple[Any, WSGIApplication]:
+    """The framework integration (in --dev modes only), and the app it prepared for
+    development and wrapped (Django's static files)."""
     from devserve import frameworks
 
     if not settings.dev or broken:
-        return frameworks.Integration(imported, settings)
+        return frameworks.Integration(imported, settings), application
     integration = frameworks.detect(imported, settings)
     try:
         integration.prepare()
+        return integration, integration.wrap(application)
     except Exception:  # the app serves as it is
         _logger.exception("adjusting %s for development failed", integration.name)
-    return integration
+        return integration, application
 
 
 def _framework_started(integration: Any, served_first: threading.Event, wait: bool) -> None:
@@ -557,7 +566,7 @@ def _framework_started(integration: Any, served_first: threading.Event, wait: bo
         except Exception:
             _logger.exception("%s's start-up checks failed", integration.name)
 
-    if not integration.name:
+    if not integration.reports:
         return
     if not wait:
         report()

@@ -109,7 +109,7 @@ class GeventServer(ControlLoop):
         *,
         shutdown_grace: float = 5.0,
         reload_grace: float = 5.0,
-        on_changes: Callable[[FileChanges], bool] | None = None,
+        on_changes: Callable[[FileChanges], frozenset[str]] | None = None,
         signal_actions: Mapping[int, Callable[[], None]] | None = None,
         connections: Iterable[tuple[socket.socket, bytes]] = (),
         limits: Limits | None = None,

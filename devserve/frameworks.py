@@ -80,6 +80,11 @@ class Integration:
     def started(self) -> None:
         """Once serving (at start and after each reload): what the framework reports."""
 
+    @property
+    def reports(self) -> bool:
+        """Whether :meth:`started` does something (it may take a while)."""
+        return type(self).started is not Integration.started
+
     def watch_folders(self) -> list[str]:
         return []
 
@@ -109,22 +114,35 @@ def _project_folders(folders: Iterable[Any]) -> list[str]:
     return [folder for folder in absolute if not project.is_library(folder)]
 
 
-def _under(path: str, folders: Iterable[str]) -> bool:
-    return any(path.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders)
-
-
 # --- Django ---
 
 
 class _Collector:
     """What Django's ``autoreload_started`` receivers and ``file_changed`` senders expect of
-    runserver's reloader: apps register the folders they read with ``watch_dir``."""
+    runserver's reloader: apps register the folders (``watch_dir``) and files
+    (``watch_file``, ``extra_files``) they read."""
 
     def __init__(self) -> None:
         self.folders: list[str] = []
+        self.extra_files: set[Any] = set()
 
     def watch_dir(self, path: Any, glob: str) -> None:
         self.folders.append(os.fspath(path))
+
+    def watch_file(self, path: Any) -> None:
+        self.extra_files.add(path)
+
+
+def _answers(signal: Any, **named: Any) -> list[Any]:
+    """What the receivers of a Django signal answered; one that raises is logged, and the
+    others still run."""
+    answers = []
+    for receiver, answer in signal.send_robust(**named):
+        if isinstance(answer, Exception):
+            _logger.error("%r failed", receiver, exc_info=answer)
+        else:
+            answers.append(answer)
+    return answers
 
 
 class Django(Integration):
@@ -195,11 +213,9 @@ class Django(Integration):
         from django.utils.autoreload import autoreload_started
 
         collector = _Collector()
-        try:
-            autoreload_started.send(sender=collector)
-        except Exception:  # an app's receiver failed: watch what the others gave
-            _logger.exception("finding the folders Django reads templates from failed")
-        return _project_folders(collector.folders)
+        _answers(autoreload_started, sender=collector)
+        files = (os.path.dirname(os.fspath(path)) for path in collector.extra_files)
+        return _project_folders([*collector.folders, *files])
 
     def static_folders(self) -> list[str]:
         from django.conf import settings
@@ -219,18 +235,13 @@ class Django(Integration):
 
         from django.utils.autoreload import file_changed
 
-        handled = set()
-        for path in paths:
-            if path.endswith(".py"):
-                continue
-            try:
-                answers = file_changed.send(sender=_Collector(), file_path=Path(path))
-            except Exception:
-                _logger.exception("Django could not re-read %s", path)
-                continue
-            if any(answer for _receiver, answer in answers):
-                handled.add(path)
-        return handled
+        sender = _Collector()
+        return {
+            path
+            for path in paths
+            if not path.endswith(".py")
+            and any(_answers(file_changed, sender=sender, file_path=Path(path)))
+        }
 
 
 def _log_once_django() -> None:
@@ -254,8 +265,8 @@ class Flask(Integration):
     """A Flask app (or its factory's result): as ``flask run --debug`` serves it."""
 
     name = "flask"
-
     app_class = ("flask", "Flask")
+    _templates: list[str] | None = None  # the template folders, once asked
 
     def prepare(self) -> None:
         if self.debugging:
@@ -280,8 +291,13 @@ class Flask(Integration):
     def refresh(self, paths: Iterable[str], in_process: bool) -> set[str]:
         if not self.settings.reload:
             return set()
-        folders = self.watch_folders()
-        return {path for path in paths if not path.endswith(".py") and _under(path, folders)}
+        if self._templates is None:  # blueprints are registered before serving
+            self._templates = self.watch_folders()
+        return {
+            path
+            for path in paths
+            if not path.endswith(".py") and any(project.inside(path, f) for f in self._templates)
+        }
 
 
 # --- Bottle, Falcon, Pyramid ---
@@ -291,7 +307,6 @@ class Bottle(Integration):
     """Bottle: ``catchall`` off, so exceptions reach the debugger."""
 
     name = "bottle"
-
     app_class = ("bottle", "Bottle")
 
     def prepare(self) -> None:
@@ -304,7 +319,6 @@ class Falcon(Integration):
     raises again, so exceptions reach the debugger. A handler of the app's own stays."""
 
     name = "falcon"
-
     app_class = ("falcon", "App")
 
     def prepare(self) -> None:
@@ -324,7 +338,6 @@ class Pyramid(Integration):
     """Pyramid: an exception no exception view handles reaches the debugger as it is."""
 
     name = "pyramid"
-
     app_class = ("pyramid.router", "Router")
 
 

@@ -22,6 +22,7 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -50,6 +51,8 @@ _logger = logging.getLogger(__name__)
 
 READY = b"r"  # a worker's first heartbeat: it accepts from now on
 ALIVE = b"."  # every loop turn and after each request
+# Then the folders of modules a worker imported on a request, \0-separated, then END.
+IMPORTED, IMPORTED_END = b"\x1e", b"\x1f"
 HEARTBEAT_EVERY = 1.0  # seconds between an idle worker's heartbeats (at most)
 KILL_AFTER_QUIT = 3.0  # a worker past --limit-time-real: QUIT (its stack), then KILL
 BOOT_FAILURES_TOLERATED = 3  # workers dying before ready in a row: then back off
@@ -62,6 +65,21 @@ WORKER_SIGNALS = {*GAP_SIGNALS, signal.SIGCHLD, signal.SIGXCPU}
 def describe_exit(code: int) -> str:
     """A child's end as the log tells it, from ``os.waitstatus_to_exitcode()``."""
     return f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
+def read_heartbeats(data: bytes) -> tuple[bytes, list[str], bytes]:
+    """What a worker wrote: its heartbeats, the folders it reported, and the start of a
+    report not complete yet (to be read again with what comes next)."""
+    beats = b""
+    folders: list[str] = []
+    while (start := data.find(IMPORTED)) >= 0:
+        end = data.find(IMPORTED_END, start)
+        if end < 0:
+            return beats + data[:start], folders, data[start:]
+        beats += data[:start]
+        folders += [f for f in data[start + 1 : end].decode(errors="replace").split("\0") if f]
+        data = data[end + 1 :]
+    return beats + data, folders, b""
 
 
 def set_title(title: str) -> None:
@@ -84,6 +102,7 @@ class Worker:
     retiring: bool = False  # sent TERM: it ends after its request
     quit_at: float = 0.0  # past the real-time limit: when QUIT was sent (KILL follows)
     gone: bool = False  # reaped: its heartbeat pipe is closed
+    unread: bytes = b""  # the start of a message whose end has not come yet
 
     def describe(self) -> str:
         return f"worker #{self.number} (pid {self.pid})"
@@ -103,7 +122,7 @@ class PreforkServer(ControlLoop):
         limits: resource_limits.Limits,
         shutdown_grace: float = 5.0,
         reload_grace: float = 5.0,
-        on_changes: Callable[[FileChanges], bool] | None = None,
+        on_changes: Callable[[FileChanges], frozenset[str]] | None = None,
         signal_actions: Mapping[int, Callable[[], None]] | None = None,
         adopted: Iterable[Worker] = (),
         keep_adopted: bool = False,
@@ -113,6 +132,7 @@ class PreforkServer(ControlLoop):
         cron_jobs: Iterable[Job] = (),
         cron_workers: int = 0,
         cron_time_limit: float = 0.0,
+        on_imported: Callable[[list[str]], None] | None = None,
     ) -> None:
         super().__init__(
             sock,
@@ -124,6 +144,9 @@ class PreforkServer(ControlLoop):
         self.app = app
         self.max_body = max_body
         self.report_roots = list(report_roots)  # where a worker's cache report looks
+        # Told the folders of modules a worker imported on a request (workers report them
+        # only when it is set).
+        self.on_imported = on_imported
         self.target = workers
         self.limits = limits
         self.served_first = threading.Event()  # a first worker is ready (starts the watcher)
@@ -198,7 +221,10 @@ class PreforkServer(ControlLoop):
             self._selector.unregister(worker.heartbeat)
             return
         worker.last_seen = time.monotonic()
-        if READY in data and not worker.ready:
+        beats, folders, worker.unread = read_heartbeats(worker.unread + data)
+        if folders and self.on_imported is not None:
+            self.on_imported(folders)
+        if READY in beats and not worker.ready:
             worker.ready = True
             self._boot_failures = 0
             self.served_first.set()
@@ -321,6 +347,7 @@ class PreforkServer(ControlLoop):
                 self._master_pid,
                 self.max_body,
                 self.report_roots,
+                follow_imports=self.on_imported is not None,
             ).run()
 
         pid = self._fork(work, f"worker #{number}")
@@ -504,6 +531,7 @@ class WorkerProcess:
         master_pid: int,
         max_body: int = ServerInfo.max_body,
         report_roots: Iterable[str] = (),
+        follow_imports: bool = False,
     ) -> None:
         self.app = app
         self.listener = listener
@@ -521,6 +549,9 @@ class WorkerProcess:
         # Well within --limit-time-real, so an idle worker is never taken for a stuck one.
         self.heartbeat_every = min(HEARTBEAT_EVERY, (limits.time_real or HEARTBEAT_EVERY) / 4)
         self.report_roots = report_roots
+        self.follow_imports = follow_imports  # report the folders of new imports
+        self._known = list(report_roots)  # the folders the master knows of
+        self._modules = len(sys.modules)
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -569,6 +600,24 @@ class WorkerProcess:
             close_connection(connection, http.unread)
         self.served += 1
         self._beat(ALIVE)
+        if self.follow_imports and len(sys.modules) != self._modules:
+            self._report_imports()
+
+    def _report_imports(self) -> None:
+        """The request imported modules (views a URL conf loads lazily...): tell the master
+        their folders, which it watches."""
+        from devserve import project
+
+        self._modules = len(sys.modules)
+        new = [
+            folder
+            for folder in project.module_roots()
+            if not any(folder == known or project.inside(folder, known) for known in self._known)
+        ]
+        if new:
+            self._known += new
+            with contextlib.suppress(OSError):
+                os.write(self.heartbeat, IMPORTED + "\0".join(new).encode() + IMPORTED_END)
 
     def _over_limits(self) -> bool:
         if self.limits.request and self.served >= self.limits.request:

@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_INCLUDE",
     "collapse",
     "config_files",
+    "inside",
     "is_library",
     "is_static",
     "module_roots",
@@ -54,6 +55,8 @@ CONFIG_FILES = (".env", "*.toml", "*.ini", "*.cfg", "*.yaml", "*.yml")
 DEFAULT_INCLUDE = ("*.py", *TEMPLATE_INCLUDE, "*.mo", *CONFIG_FILES)
 STATIC_FOLDER = "static"  # a file under a folder of this name is served, never reloaded
 _DEVSERVE = os.path.dirname(os.path.abspath(__file__))
+# Debuggers an IDE loads from its own folders (VS Code's debugpy, PyCharm's pydevd).
+_TOOLS = ("debugpy", "pydev", "_pydev")
 _LIBRARY_PARTS = frozenset({"site-packages", "dist-packages"})
 
 
@@ -81,30 +84,34 @@ def is_library(path: str) -> bool:
     return any(real == folder or real.startswith(folder + os.sep) for folder in _library_folders())
 
 
-def _module_root(name: str, module: ModuleType) -> str | None:
-    """The folder of a module's top-level package (a lone module: the folder it is in)."""
-    path = getattr(module, "__file__", None)
+def _module_root(name: str, module: object) -> str | None:
+    """The folder of a module's top-level package (a lone module: the folder it is in).
+    Read from the module's namespace: a module's own ``__getattr__`` never runs."""
+    if not isinstance(module, ModuleType) or name.startswith(_TOOLS):
+        return None  # not a module (some libraries put other objects in sys.modules)
+    namespace = vars(module)
+    path = namespace.get("__file__")
     if not isinstance(path, str) or not os.path.isabs(path):
         return None  # built in, frozen, or a namespace package
     parts = name.split(".")
     folder = os.path.dirname(path)
-    if len(parts) == 1 and not hasattr(module, "__path__"):
+    is_package = "__path__" in namespace
+    if len(parts) == 1 and not is_package:
         return folder  # a top-level module: its folder holds the project
-    is_package = hasattr(module, "__path__")
     for _ in range(len(parts) - (1 if is_package else 2)):
         folder = os.path.dirname(folder)
     # Imported under another name (devserve's addons namespace): the module's own folder.
     return folder if os.path.basename(folder) == parts[0] else os.path.dirname(path)
 
 
-def module_roots(modules: Mapping[str, ModuleType] | None = None) -> list[str]:
+def module_roots(modules: Mapping[str, object] | None = None) -> list[str]:
     """The folders holding the project's imported modules: not the library's, not
     devserve's, not ``__main__`` (the script that started the interpreter)."""
     modules = sys.modules if modules is None else modules
     main = modules.get("__main__")  # also known as __mp_main__ once multiprocessing is in
     roots = set()
     for name, module in list(modules.items()):
-        if module is None or module is main:
+        if module is main:
             continue
         root = _module_root(name, module)
         if root is not None:
@@ -154,11 +161,7 @@ def collapse(folders: Iterable[str]) -> list[str]:
     """The folders, each once, without those inside another one of them, in the order
     given (first seen first)."""
     unique = list(dict.fromkeys(os.path.abspath(folder) for folder in folders))
-    return [
-        folder
-        for folder in unique
-        if not any(folder.startswith(other + os.sep) for other in unique if other != folder)
-    ]
+    return [folder for folder in unique if not any(inside(folder, other) for other in unique)]
 
 
 def config_files(folders: Iterable[str]) -> list[str]:
@@ -182,16 +185,17 @@ def config_files(folders: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _inside(path: str, folder: str) -> bool:
+def inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is below ``folder``."""
     return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def is_static(path: str, roots: Iterable[str], static_folders: Iterable[str] = ()) -> bool:
     """Whether a changed file is a static file: under a folder named ``static`` below the
     watched root it is in, or under one of the framework's ``static_folders``."""
-    if any(_inside(path, folder) for folder in static_folders):
+    if any(inside(path, folder) for folder in static_folders):
         return True
-    containing = [root for root in roots if _inside(path, root)]
+    containing = [root for root in roots if inside(path, root)]
     if not containing:
         return False
     relative = path[len(max(containing, key=len).rstrip(os.sep)) + 1 :]

@@ -300,14 +300,15 @@ class ControlLoop:
         *,
         shutdown_grace: float = 5.0,
         reload_grace: float = 5.0,
-        on_changes: Callable[[FileChanges], bool] | None = None,
+        on_changes: Callable[[FileChanges], frozenset[str]] | None = None,
         signal_actions: Mapping[int, Callable[[], None]] | None = None,
     ) -> None:
         self.listener = sock
         self.listener.setblocking(False)
         self.shutdown_grace = shutdown_grace
         self.reload_grace = reload_grace
-        self.on_changes = on_changes  # decides whether a batch of changed files reloads
+        # The files of a batch of changes that reload (none: no reload).
+        self.on_changes = on_changes
         self.signal_actions = dict(signal_actions or {})  # QUIT, USR1...: run by the loop
         self.reload: Reload | None = None  # what asked for the reload under way, and when
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -385,14 +386,14 @@ class ControlLoop:
             return
         elif event == signal.SIGHUP:
             self._reload("SIGHUP", time.monotonic())
-        elif isinstance(event, FileChanges) and self._wants_reload(event):
-            self._reload(describe_paths(event.paths), event.first_seen)
+        elif isinstance(event, FileChanges) and (reloading := self._wants_reload(event)):
+            self._reload(describe_paths(reloading), event.first_seen)
 
     def _reloading(self) -> bool:
         return self._outcome is Outcome.RELOAD
 
-    def _wants_reload(self, changes: FileChanges) -> bool:
-        return self.on_changes is not None and self.on_changes(changes)
+    def _wants_reload(self, changes: FileChanges) -> frozenset[str]:
+        return self.on_changes(changes) if self.on_changes is not None else frozenset()
 
     def _reload(self, cause: str, first_seen: float) -> None:
         self._outcome = Outcome.RELOAD
@@ -441,7 +442,7 @@ class ThreadedServer(ControlLoop):
         max_threads: int | None = None,
         shutdown_grace: float = 5.0,
         reload_grace: float = 5.0,
-        on_changes: Callable[[FileChanges], bool] | None = None,
+        on_changes: Callable[[FileChanges], frozenset[str]] | None = None,
         connections: Iterable[tuple[socket.socket, bytes]] = (),
         signal_actions: Mapping[int, Callable[[], None]] | None = None,
         limits: Limits | None = None,

@@ -135,8 +135,12 @@ class PathFilter:
     def _included_path(self) -> re.Pattern[str]:
         return _any_glob(pattern for pattern in self.include if "/" in pattern)
 
+    def includes_name(self, name: str) -> bool:
+        """Whether a file of this name counts wherever it is (an include glob without /)."""
+        return bool(self._included_name.match(name))
+
     def _included(self, name: str, relative: str, root: str) -> bool:
-        if self._included_name.match(name):
+        if self.includes_name(name):
             return True
         from_root = os.path.join(os.path.basename(root), relative) if root else relative
         return bool(self._included_path.match(relative) or self._included_path.match(from_root))
@@ -449,10 +453,12 @@ class InotifyBackend(Backend):
         created at that path."""
         import inotify.calls
 
-        for path in [p for p in self._roots_of if p == folder or p.startswith(folder + os.sep)]:
-            del self._roots_of[path]
-            with contextlib.suppress(inotify.calls.InotifyError):  # gone with its folder
-                self._inotify.remove_watch(path)
+        with self._adding:  # roots may be added meanwhile (another thread)
+            below = [p for p in self._roots_of if p == folder or p.startswith(folder + os.sep)]
+            for path in below:
+                del self._roots_of[path]
+                with contextlib.suppress(inotify.calls.InotifyError):  # gone with its folder
+                    self._inotify.remove_watch(path)
 
     def _out_of_watches(self, path: str, root: str) -> None:
         self.cannot_watch(path, root)
@@ -481,6 +487,8 @@ class InotifyBackend(Backend):
     def _run(self) -> None:
         try:
             self._read_events()
+        except Exception:  # said, never silent: nothing is watched by inotify any more
+            _logger.exception("inotify stopped reporting changes; a HUP reloads by hand")
         finally:
             self._inotify = None  # the last reference: its descriptor and watches go
 
@@ -672,6 +680,7 @@ class Watcher:
     backends: list[Backend] = field(default_factory=list, init=False)
     _poller: PollingBackend | None = field(default=None, init=False)
     _events: Backend | None = field(default=None, init=False)
+    _adding_roots: threading.local = field(default_factory=threading.local, init=False)
     _started: bool = field(default=False, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _cancelled: threading.Event = field(default_factory=threading.Event, init=False)
@@ -695,45 +704,57 @@ class Watcher:
         return time.monotonic() - started
 
     def _settled(self, paths: frozenset[str], first_seen: float) -> None:
-        """A batch, without the files that are gone beside a file of the batch that is
-        still there: the temporary file of an atomic save (an editor, ``sed -i``), written
-        and renamed over the file it replaces. (A file deleted on its own stays.)"""
+        """A batch, without the temporary file of an atomic save (an editor, ``sed -i``):
+        written and renamed over the file it replaces, it is gone beside a file of the
+        batch that is still there, and its name is none that counts by itself (a deleted
+        ``views.py`` or ``page.html`` stays, whatever else changed)."""
         present = {path for path in paths if os.path.lexists(path)}
         folders = {os.path.dirname(path) for path in present}
-        kept = frozenset(p for p in paths if p in present or os.path.dirname(p) not in folders)
-        self.on_batch(kept, first_seen)
 
-    def _start_event_backend(self, roots: list[str]) -> Backend:
+        def temporary(path: str) -> bool:
+            name = os.path.basename(path)
+            return os.path.dirname(path) in folders and not self.path_filter.includes_name(name)
+
+        self.on_batch(frozenset(p for p in paths if p in present or not temporary(p)), first_seen)
+
+    def _start_event_backend(self, roots: list[str]) -> None:
         backend = self._make_event_backend(self._debouncer.put)
         backend.cancelled = self._cancelled
         backend.poll_instead = self._poll_instead
         backend.start(roots, self.files)
         self.backends.insert(0, backend)
         self._events = backend
-        return backend
 
     def add_roots(self, roots: Iterable[str]) -> list[str]:
         """Watch more folders, once started (the folders of modules imported since); the
         files changed in them since ``since`` are reported. Returns the folders newly
         watched: not those inside a folder watched already."""
         added = []
-        for root in roots:
-            if not os.path.isdir(root) or any(
-                root == other or root.startswith(other + os.sep) for other in self.roots
-            ):
-                continue
-            self.roots.append(root)
-            added.append(root)
-            _event_roots, polled_roots = self._split_roots([root])
-            if polled_roots:
-                self._poller_for().add(root, root)
-            elif self._events is None:
-                self._start_event_backend([root])
-            else:
-                self._events.add_root(root)
-            if self.since is not None:
-                self._report_modified_since(self.since, self._debouncer.put, [root])
+        self._adding_roots.active = True  # folders polled meanwhile: their files are not new
+        try:
+            for root in roots:
+                if self._add_root(root):
+                    added.append(root)
+        finally:
+            self._adding_roots.active = False
         return added
+
+    def _add_root(self, root: str) -> bool:
+        if not os.path.isdir(root) or any(
+            root == other or root.startswith(other + os.sep) for other in self.roots
+        ):
+            return False
+        self.roots.append(root)
+        _event_roots, polled_roots = self._split_roots([root])
+        if polled_roots:
+            self._poller_for().add(root, root)
+        elif self._events is None:
+            self._start_event_backend([root])
+        else:
+            self._events.add_root(root)
+        if self.since is not None:
+            self._report_modified_since(self.since, self._debouncer.put, [root])
+        return True
 
     def _poller_for(self) -> PollingBackend:
         with self._lock:
@@ -746,8 +767,10 @@ class Watcher:
 
     def _poll_instead(self, folder: str, root: str) -> None:
         """Poll a folder no event backend watches: a slow filesystem, or one inotify ran out
-        of watches for (at start, or when it appeared later: then its files are new)."""
-        self._poller_for().add(folder, root, report_existing=self._started)
+        of watches for (at start, or when it appeared later: then its files are new; not
+        when it is part of a root added later)."""
+        appeared = self._started and not getattr(self._adding_roots, "active", False)
+        self._poller_for().add(folder, root, report_existing=appeared)
 
     def _make_event_backend(self, emit: Emit) -> Backend:
         name = self._event_backend()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from devserve import config, project, reloader
 from devserve.frameworks import Integration
 from devserve.reloader import FileChanges
 
-__all__ = ["ReloadWatch"]
+__all__ = ["ReloadWatch", "take_remembered"]
 
 _logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class ReloadWatch:
         given: Any = None,
         integration: Integration | None = None,
         in_process: bool = True,
+        remembered: list[str] | None = None,
     ) -> None:
         self.settings = settings
         self.files = files  # single files: those of a failed load's traceback
@@ -52,8 +54,8 @@ class ReloadWatch:
         self.stopped = threading.Event()
         self._lock = threading.Lock()  # between set-up (its own thread) and stop()
         self._modules = 0  # len(sys.modules) at the last look
-        remembered = os.environ.pop(REMEMBERED_ENV, "")
-        self.remembered = [folder for folder in remembered.split(os.pathsep) if folder]
+        self.remembered = list(remembered or [])  # folders an earlier image watched
+        self._learned: queue.SimpleQueue[str] = queue.SimpleQueue()  # from prefork workers
         self._static: list[str] | None = None
 
     # --- what is watched ---
@@ -97,10 +99,14 @@ class ReloadWatch:
         after.wait(WATCHER_DELAY)
         try:
             self._start(notify)
-            while not self.stopped.wait(IMPORTS_EVERY):
-                self._follow_imports()
         except Exception:  # watching must never take the server down
             _logger.exception("watching for changes failed; reloads need a HUP now")
+            return
+        while not self.stopped.wait(IMPORTS_EVERY):
+            try:
+                self._follow_imports()
+            except Exception:  # the watches set up go on
+                _logger.exception("watching the folders of new imports failed")
 
     def _start(self, notify: Callable[[Any], object]) -> None:
         from devserve import watcher
@@ -130,23 +136,38 @@ class ReloadWatch:
         )
 
     def _follow_imports(self) -> None:
-        """Modules imported since the last look (a first request imports views...): watch
-        their folders too."""
-        if len(sys.modules) == self._modules or self.watcher is None:
+        """Modules imported since the last look, here (a first request imports views...)
+        or in a prefork worker: watch their folders too."""
+        learned = self._drain_learned()
+        if (len(sys.modules) == self._modules and not learned) or self.watcher is None:
             return
         self._modules = len(sys.modules)
         with self._lock:
             if self.stopped.is_set():
                 return
-            added = self.watcher.add_roots(project.module_roots())
+            added = self.watcher.add_roots([*project.module_roots(), *learned])
         if added:
             _logger.info("watching %s too (imported since)", reloader.describe_paths(added))
+
+    def _drain_learned(self) -> list[str]:
+        learned = []
+        while not self._learned.empty():
+            learned.append(self._learned.get_nowait())
+        return learned
+
+    def learned(self, folders: list[str]) -> None:
+        """Folders of modules another process imported (a prefork worker, on a request):
+        watched within a second. Any thread (the control loop's) may call this."""
+        for folder in folders:
+            if os.path.isabs(folder) and not project.is_library(folder):
+                self._learned.put(folder)
 
     def remember(self) -> None:
         """Before an exec: the next image watches the folders this one learned from its
         start, before it imports them again."""
-        learned = self.watcher.roots if self.watcher is not None else []
-        os.environ[REMEMBERED_ENV] = os.pathsep.join(dict.fromkeys([*self.remembered, *learned]))
+        watched = self.watcher.roots if self.watcher is not None else []
+        folders = [*self.remembered, *watched, *self._drain_learned()]
+        os.environ[REMEMBERED_ENV] = os.pathsep.join(dict.fromkeys(folders))
 
     def stop(self) -> None:
         self.stopped.set()
@@ -158,16 +179,15 @@ class ReloadWatch:
 
     # --- what a change does ---
 
-    def on_changes(self, changes: FileChanges) -> bool:
-        """Whether a batch of changes reloads (the control loop asks): not for static
-        files, nor for templates the framework re-reads itself, nor while a changed Python
-        file has a syntax error."""
-        if self._static is None:
-            self._static = self.integration.static_folders()
-        roots = self.watcher.roots if self.watcher is not None else []
-        static = {path for path in changes.paths if project.is_static(path, roots, self._static)}
-        rest = changes.paths - static
-        refreshed = self.integration.refresh(rest, self.in_process) if rest else set()
+    def on_changes(self, changes: FileChanges) -> frozenset[str]:
+        """The files of a batch of changes that reload (the control loop asks; none: no
+        reload): not static files, nor templates the framework re-reads itself, and none
+        while a changed Python file has a syntax error."""
+        try:
+            static, refreshed = self._not_reloading(changes.paths)
+        except Exception:  # the framework's code failed: a reload reads everything again
+            _logger.exception("asking %s about %s failed", self.integration.name, changes.paths)
+            static, refreshed = set(), set()
         if static:
             _logger.debug("%s: static, served as it is", reloader.describe_paths(static))
         if refreshed:
@@ -176,7 +196,23 @@ class ReloadWatch:
                 reloader.describe_paths(refreshed),
                 self.integration.name,
             )
-        restart = rest - refreshed
-        if not restart:
-            return False
-        return reloader.prepare_reload(FileChanges(frozenset(restart), changes.first_seen))
+        restart = changes.paths - static - refreshed
+        if restart and reloader.prepare_reload(FileChanges(restart, changes.first_seen)):
+            return restart
+        return frozenset()
+
+    def _not_reloading(self, paths: frozenset[str]) -> tuple[set[str], set[str]]:
+        """The static files among ``paths``, and the files the framework re-read itself."""
+        if self._static is None:
+            self._static = self.integration.static_folders()
+        roots = self.watcher.roots if self.watcher is not None else []
+        static = {path for path in paths if project.is_static(path, roots, self._static)}
+        rest = paths - static
+        return static, self.integration.refresh(rest, self.in_process) if rest else set()
+
+
+def take_remembered() -> list[str]:
+    """The folders an earlier image watched (this image's reload handed them over), taken
+    out of the environment before the app's code runs and could pass them on."""
+    value = os.environ.pop(REMEMBERED_ENV, "")
+    return [folder for folder in value.split(os.pathsep) if folder]

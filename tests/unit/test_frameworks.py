@@ -150,6 +150,28 @@ def test_a_plain_app_gets_the_plain_integration() -> None:
     assert integration.refresh({"/p/templates/x.html"}, in_process=True) == set()
 
 
+def test_a_failing_django_receiver_is_logged_and_the_others_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.dispatch import Signal
+
+    signal = Signal()
+
+    def broken(sender: Any, **named: Any) -> None:
+        raise RuntimeError("receiver broke")
+
+    def fine(sender: Any, **named: Any) -> bool:
+        sender.watch_file("/p/shop/extra.cfg")
+        return True
+
+    signal.connect(broken, weak=False)
+    signal.connect(fine, weak=False)
+    collector = frameworks._Collector()
+    assert frameworks._answers(signal, sender=collector) == [True]
+    assert "receiver broke" in caplog.text
+    assert collector.extra_files == {"/p/shop/extra.cfg"}
+
+
 # --- ASGI or WSGI, told without calling ---
 
 

@@ -152,3 +152,19 @@ def test_default_include_covers_templates_translations_and_config() -> None:
         assert not path_filter.matches(f"{root}/{relative}", root), relative
     # a watched templates folder itself: every file in it counts
     assert path_filter.matches("/p/templates/email.txt", "/p/templates")
+
+
+def test_modules_are_read_without_running_their_getattr(tmp_path: Path) -> None:
+    class Trap(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            raise RuntimeError(f"{name} looked up")
+
+    lazy = Trap("lazy")
+    lazy.__file__ = str(tmp_path / "lazy.py")
+    modules = {
+        "lazy": lazy,
+        "not_a_module": object(),  # some libraries put other objects in sys.modules
+        "debugpy": module("debugpy", tmp_path / "ide" / "debugpy" / "__init__.py", True),
+        "_pydevd_bundle.x": module("_pydevd_bundle.x", tmp_path / "ide" / "_pydevd" / "x.py"),
+    }
+    assert project.module_roots(modules) == [str(tmp_path)]  # the IDE's debuggers are not

@@ -58,15 +58,23 @@ def test_a_stop_signal_wins_over_a_reload_decided_in_the_same_wake_up(
 
 
 def test_a_stop_signal_wins_over_a_batch_that_reloads(server: ThreadedServer) -> None:
-    server.on_changes = lambda changes: True
+    server.on_changes = lambda changes: changes.paths
     server.handle_event(FileChanges(frozenset({"/x.py"}), time.monotonic()))
     server.handle_event(signal.SIGINT)
     assert server._outcome is Outcome.STOP
 
 
+def test_a_reload_is_caused_by_the_files_that_reload(server: ThreadedServer) -> None:
+    server.on_changes = lambda changes: frozenset({"/app/views.py"})
+    server.handle_event(
+        FileChanges(frozenset({"/app/views.py", "/app/static/site.css"}), time.monotonic())
+    )
+    assert server.reload is not None and server.reload.cause == "/app/views.py"
+
+
 def test_changes_during_a_reload_are_still_prepared(server: ThreadedServer) -> None:
     prepared: list[frozenset[str]] = []
-    server.on_changes = lambda changes: prepared.append(changes.paths) or True
+    server.on_changes = lambda changes: prepared.append(changes.paths) or changes.paths
     server.handle_event(signal.SIGHUP)
     server.handle_event(FileChanges(frozenset({"/late.py"}), time.monotonic()))
     assert server._outcome is Outcome.RELOAD
