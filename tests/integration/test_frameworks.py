@@ -364,6 +364,29 @@ def test_an_asgi_app_is_refused_at_start(
     )
 
 
+WSGI_APP = """\
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"wsgi again"]
+"""
+
+
+def test_an_app_turned_asgi_by_an_edit_is_broken_code_until_fixed(
+    devserve: StartDevserve, tmp_path: Path
+) -> None:
+    write_file(tmp_path / "main.py", WSGI_APP)
+    server = devserve("-p", "0", "--dev", "reload", "main:app", cwd=tmp_path)
+    wait_watching(server)
+    write_file(tmp_path / "main.py", RAW_ASGI_APP)
+    wait_reloads(server, 1)
+    page = server.request("/")
+    assert page.status == 500 and "'main:app' is an ASGI app" in page.text
+    wait_watching(server, images=2)
+    write_file(tmp_path / "main.py", WSGI_APP)
+    wait_reloads(server, 2)
+    serves(server, "/", "wsgi again")
+
+
 def test_djangos_asgi_module_points_at_its_wsgi_side(site: Path, env: dict[str, str]) -> None:
     result = run_cli(["--stop-after-init", "mysite.asgi:application"], cwd=site, env=env)
     assert_one_line_error(result, ExitCode.APP_LOAD, "ASGI", "devserve mysite.wsgi:application")
