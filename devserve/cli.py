@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
     from devserve.addon_commands import Found
+    from devserve.frameworks import Integration
 
 __all__ = ["Command", "Help", "Scaffold", "Server", "main"]
 
@@ -502,7 +503,7 @@ def _run_server(
             _print_banner(settings, server, given, application)
         if not evented_child:  # its master watches, and reports what the framework says
             watch.start_in_background(server.notify, after=server.served_first)
-            _framework_started(integration, server.served_first, wait=not settings.workers)
+            _framework_started(integration, server.served_first, in_thread=not settings.workers)
         if crons is not None:
             crons.start()
 
@@ -535,7 +536,7 @@ def _run_server(
 
 def _integration(
     settings: config.Settings, imported: Any, application: WSGIApplication, broken: bool
-) -> tuple[Any, WSGIApplication]:
+) -> tuple[Integration, WSGIApplication]:
     """The framework integration (in --dev modes only), and the app it prepared for
     development and wrapped (Django's static files)."""
     from devserve import frameworks
@@ -551,15 +552,17 @@ def _integration(
         return integration, application
 
 
-def _framework_started(integration: Any, served_first: threading.Event, wait: bool) -> None:
-    """What the framework reports once serving (Django's system checks): in a thread once
-    the first request was answered (or 250 ms passed), so it never delays serving; with
-    prefork workers, at once, before any worker is forked (a fork must not copy a thread
-    that is half-way through an import)."""
+def _framework_started(
+    integration: Integration, served_first: threading.Event, in_thread: bool
+) -> None:
+    """What the framework reports once serving (Django's system checks). In a thread, once
+    the first request was answered (or 250 ms passed), so it never delays serving; not in
+    prefork's master: there at once, before any worker is forked (a fork must not copy a
+    thread that is half-way through an import)."""
     from devserve.watching import WATCHER_DELAY
 
     def report() -> None:
-        if wait:
+        if in_thread:
             served_first.wait(WATCHER_DELAY)
         try:
             integration.started()
@@ -568,10 +571,10 @@ def _framework_started(integration: Any, served_first: threading.Event, wait: bo
 
     if not integration.reports:
         return
-    if not wait:
+    if in_thread:
+        threading.Thread(target=report, name="devserve.frameworks", daemon=True).start()
+    else:
         report()
-        return
-    threading.Thread(target=report, name="devserve.frameworks", daemon=True).start()
 
 
 def _served_jobs(settings: config.Settings, evented: bool) -> list[Any]:

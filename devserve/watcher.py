@@ -139,9 +139,15 @@ class PathFilter:
         """Whether a file of this name counts wherever it is (an include glob without /)."""
         return bool(self._included_name.match(name))
 
+    @functools.cached_property
+    def _includes_paths(self) -> bool:
+        return any("/" in pattern for pattern in self.include)
+
     def _included(self, name: str, relative: str, root: str) -> bool:
         if self.includes_name(name):
             return True
+        if not self._includes_paths:
+            return False
         from_root = os.path.join(os.path.basename(root), relative) if root else relative
         return bool(self._included_path.match(relative) or self._included_path.match(from_root))
 
