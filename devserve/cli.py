@@ -449,6 +449,10 @@ def _run_server(
 
     sock = reloader.adopt_socket() or _evented_child_socket(evented)
     sock = sock or servers.bind_socket(settings.http_interface, settings.http_port)
+    if "werkzeug" in settings.dev:
+        from devserve import debug
+
+        debug.check_socket_safety(sock, settings.debugger_allow_remote)
     load_started = time.time()
     if given is None:
         application, imported, broken_files = _load_or_show_error(settings, reloaded)
@@ -461,10 +465,11 @@ def _run_server(
         from devserve import debug
 
         holder = application = debug.PostMortem(application, post_mortem)
+    debugger = None
     if "werkzeug" in settings.dev:
         from devserve import debug
 
-        application = debug.debugger(
+        debugger = application = debug.debugger(
             application,
             settings.http_interface,
             settings.debugger_pin,
@@ -513,6 +518,10 @@ def _run_server(
         crons_done, outcome = _stop_crons(crons, settings, outcome)
         if outcome is servers.Outcome.RELOAD and server.reload is not None:
             watch.remember()
+            if debugger is not None:
+                from devserve import debug
+
+                debug.hand_over_failures(debugger)
             reloader.reexec(
                 server.listener,
                 server.reload,
@@ -774,6 +783,10 @@ def report(error: DevserveError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run devserve; returns the exit code (the console script exits with it)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started as a background job of a script, which ignores INT: CTRL-C and `kill
+        # -INT` must still stop devserve (a second one forces the stop).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _dispatch(list(sys.argv[1:] if argv is None else argv))
     except DevserveError as error:

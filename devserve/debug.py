@@ -7,6 +7,7 @@ a while); a second signal while one runs stops it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -23,10 +24,12 @@ __all__ = [
     "PostMortem",
     "check_debugger_safety",
     "check_post_mortem",
+    "check_socket_safety",
     "debugger",
     "debugger_pin",
     "dump_stacks",
     "format_stacks",
+    "hand_over_failures",
     "is_loopback",
 ]
 
@@ -179,12 +182,38 @@ def check_debugger_safety(interface: str, allow_remote: bool) -> None:
         )
 
 
+def check_socket_safety(sock: Any, allow_remote: bool) -> None:
+    """The same refusal for the socket actually served: one adopted from systemd socket
+    activation (or handed over) may listen on every interface whatever
+    ``--http-interface`` says."""
+    from devserve.errors import ConfigError
+
+    address = sock.getsockname()
+    if allow_remote or not isinstance(address, tuple) or is_loopback(address[0]):
+        return  # a Unix socket is this machine's
+    raise ConfigError(
+        f"--dev werkzeug on a socket listening on {address[0]} (passed to devserve, not "
+        "bound by it) would let anyone who reaches this machine run code through the "
+        "debugger console; pass a socket on 127.0.0.1, or add --debugger-allow-remote if "
+        "that is what you want"
+    )
+
+
+FAILURES_ENV = "DEVSERVE_DEBUGGER_FAILURES"  # wrong PINs so far, across reloads
+KEPT_TRACEBACKS = 20  # the frames of older tracebacks are let go (their consoles end)
+
+
 def debugger(app: Any, interface: str, pin: str | None, trusted: Iterable[str]) -> Any:
     """The app behind Werkzeug's interactive debugger (a console on every traceback frame).
     ``pin``: a fixed PIN, ``"off"``, or None for Werkzeug's machine-derived one."""
+    import collections
+
     from werkzeug.debug import DebuggedApplication
 
     class Debugger(DebuggedApplication):
+        kept: collections.deque[list[int]]  # the frame keys of each traceback, oldest first
+        ipv6_hosts: set[str]  # the trusted hosts that are IPv6 literals, as "[::1]"
+
         def __call__(self, environ: Any, start_response: Any) -> Any:
             if _addressed_to_another_image(self, environ):
                 body = RELOADED_PAGE.encode()
@@ -198,17 +227,49 @@ def debugger(app: Any, interface: str, pin: str | None, trusted: Iterable[str]) 
                 return [body]
             return super().__call__(environ, start_response)
 
+        def debug_application(self, environ: Any, start_response: Any) -> Any:
+            known = len(self.frames)
+            try:
+                yield from super().debug_application(environ, start_response)
+            finally:  # also when the server stops iterating (a client gone)
+                if len(self.frames) > known:  # a traceback was kept: the last ones stay
+                    self.kept.append(list(self.frames)[known:])
+                while len(self.kept) > KEPT_TRACEBACKS:
+                    for key in self.kept.popleft():
+                        self.frames.pop(key, None)
+                        self.frame_contexts.pop(key, None)
+
+        def check_host_trust(self, environ: Any) -> bool:
+            # Werkzeug cuts "[::1]" at its first colon: IPv6 literals are matched here.
+            host = environ.get("HTTP_HOST") or ""
+            if host.startswith("["):
+                return host[: host.find("]") + 1].lower() in self.ipv6_hosts
+            return bool(super().check_host_trust(environ))
+
     wrapped = Debugger(app, evalex=True, pin_security=pin != "off", pin_logging=False)
+    wrapped.kept = collections.deque()
     if pin:
         # Werkzeug computes its (PIN, cookie name) pair on first use, overwriting a PIN set
         # before: have it computed now, then set ours.
         wrapped.pin_cookie_name  # noqa: B018 (computes the pair)
         wrapped.pin = None if pin == "off" else pin
-    hosts = [".localhost", "localhost", "127.0.0.1", "::1", "[::1]", *trusted]
+    hosts = [".localhost", "localhost", "127.0.0.1", "::1", *trusted]
     if interface not in ("0.0.0.0", "::", ""):
         hosts.append(interface)
     wrapped.trusted_hosts = hosts
+    literals = (host.strip("[]").lower() for host in hosts if ":" in host.strip("[]"))
+    wrapped.ipv6_hosts = {f"[{literal}]" for literal in literals}
+    with contextlib.suppress(ValueError):  # the wrong PINs of the images before
+        wrapped._failed_pin_auth.value = min(255, int(os.environ.pop(FAILURES_ENV, "0")))
     return wrapped
+
+
+def hand_over_failures(app: Any) -> None:
+    """Before a reload: the next image's debugger starts from this one's count of wrong
+    PINs, so a reload never buys more guesses."""
+    failures = getattr(getattr(app, "_failed_pin_auth", None), "value", 0)
+    if failures:
+        os.environ[FAILURES_ENV] = str(failures)
 
 
 def _addressed_to_another_image(debugger: Any, environ: Any) -> bool:

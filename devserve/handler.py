@@ -379,8 +379,11 @@ class _Response:
                 log_bad_request(self.connection.client_host, gone.status, str(gone))
                 self._fail(gone.status, f"Bad request body: {gone}\n".encode())
         except _InvalidResponse as error:
-            _logger.warning("invalid response to %s: %s", self._describe(), error)
-            self._fail(500, f"Internal Server Error: invalid response: {error}\n".encode())
+            _logger.error("invalid response to %s: %s", self._describe(), error)
+            # Not the app's text: it may carry what a client sent (a status built from it).
+            self._fail(
+                500, b"Internal Server Error: the app's response was invalid; see the log.\n"
+            )
         except (Exception, SystemExit):  # sys.exit() in a request is the app's error too
             _logger.exception("error in the app while serving %s", self._describe())
             message = b"Internal Server Error: the app raised an exception; see the log.\n"
@@ -394,6 +397,9 @@ class _Response:
                 raise exc_info[1].with_traceback(exc_info[2])
         elif self.status_code:
             raise AssertionError("start_response() called again without exc_info")
+        if not isinstance(status, str) or not _STATUS.fullmatch(status):
+            # A line break in it would split the response (a header or a response injected).
+            raise _InvalidResponse(f"status {status!r} is not a code of 100-599 and a reason")
         code, _, reason = status.partition(" ")
         self.status_code = int(code)
         self.reason = reason.encode("latin-1")
@@ -501,18 +507,20 @@ class _Response:
 
 
 _TOKENS = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+(?:\n[-!#$%&'*+.^_`|~0-9A-Za-z]+)*")
-_LINE_BREAK = re.compile(rb"[\r\n\0]")
+# RFC 9112's status-line: three digits, a space and a reason of tabs, spaces, visible
+# characters and obs-text (latin-1 above 0x7f); the space may be left out with no reason.
+_STATUS = re.compile(r"[1-5][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?")
 
 
 def _validate(headers: list[tuple[bytes, bytes]]) -> None:
-    """No header injection: names are tokens, values hold no line break or NUL (checked
-    all at once: this runs for every response)."""
+    """No header injection: names are tokens, values hold no control character but a tab
+    (CR, LF, NUL, VT, DEL...; checked all at once: this runs for every response)."""
     if not headers:
         return
     if not _TOKENS.fullmatch(b"\n".join(name for name, _ in headers)):
         raise _InvalidResponse("a header name that is not a token")
-    if _LINE_BREAK.search(b"".join(value for _, value in headers)):
-        raise _InvalidResponse("a header value with a line break or a NUL")
+    if _CONTROL.search(b"".join(value for _, value in headers)):
+        raise _InvalidResponse("a header value with a control character (a line break...)")
 
 
 def error_response(status: int, body: bytes, close: bool = True) -> bytes:

@@ -21,6 +21,7 @@ from tests.integration.conftest import StartDevserve
 from tests.integration.harness import (
     APPS,
     DevserveProcess,
+    devserve_command,
     happens_within,
     wait_reloads,
     wait_until,
@@ -61,13 +62,24 @@ def marks(tmp_path: Path) -> Marks:
     return Marks(tmp_path / "marks")
 
 
-def serve_jobs(devserve: StartDevserve, marks: Marks, jobs: str, *options: str) -> DevserveProcess:
+# Starts devserve with INT ignored, as a script's background job is (`sh -c 'devserve &'`).
+INT_IGNORED = ["sh", "-c", 'trap "" INT; exec "$0" "$@"', *devserve_command()]
+
+
+def serve_jobs(
+    devserve: StartDevserve,
+    marks: Marks,
+    jobs: str,
+    *options: str,
+    command: list[str] | None = None,
+) -> DevserveProcess:
     return devserve(
         "-p",
         "0",
         *options,
         str(CRON_ADDONS),
         env_extra={"CRONDEMO_LOG": str(marks.path), "CRONDEMO_JOBS": jobs},
+        command=command,
     )
 
 
@@ -175,10 +187,12 @@ def test_a_hanging_job_holds_neither_a_reload_nor_a_stop(
     assert server.log.count("abandoned") == 2
 
 
+@pytest.mark.parametrize("interrupt", ["default", "ignored-at-start"])
 def test_a_second_stop_signal_ends_the_wait_for_a_job(
-    devserve: StartDevserve, marks: Marks
+    devserve: StartDevserve, marks: Marks, interrupt: str
 ) -> None:
-    server = serve_jobs(devserve, marks, "hang", "--shutdown-grace", "30")
+    command = INT_IGNORED if interrupt == "ignored-at-start" else None
+    server = serve_jobs(devserve, marks, "hang", "--shutdown-grace", "30", command=command)
     marks.wait_for("start", 1)
     server.signal(signal.SIGTERM)
     server.wait_for_log(r"cron: waiting up to 30s for 1 running job: crondemo\.hang\n")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import http.client
 import json
 import re
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -132,6 +136,85 @@ def test_debugger_on_a_network_interface_when_allowed(devserve: StartDevserve) -
     server.wait_for_log("serving on http://0.0.0.0:")
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == ExitCode.OK
+
+
+def test_debugger_on_an_adopted_network_socket_is_refused(
+    devserve: StartDevserve, env: dict[str, str]
+) -> None:
+    import shutil
+
+    from tests.integration.harness import devserve_command
+
+    activate = shutil.which("systemd-socket-activate")
+    assert activate, "systemd-socket-activate (Debian package systemd) is needed"
+    with socket.socket() as probe:  # a port for the activator to bind, on every interface
+        probe.bind(("0.0.0.0", 0))
+        port = probe.getsockname()[1]
+    server = devserve(
+        "--dev",
+        "werkzeug",
+        "--debugger-pin",
+        "off",
+        "slowapp:broken_app",
+        cwd=APPS,
+        command=[activate, "-l", f"0.0.0.0:{port}", *devserve_command()],
+        ready=False,
+    )
+    server.wait_for_log(f"Listening on 0.0.0.0:{port}")
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # starts devserve
+        with contextlib.suppress(ConnectionResetError):  # it exits with us in the backlog
+            answer = client.recv(65536)
+    assert b"EVALEX" not in answer  # never served the console
+    assert server.wait_exit() == ExitCode.CONFIG
+    assert "devserve: error: --dev werkzeug on a socket listening on 0.0.0.0" in server.log
+    assert "--debugger-allow-remote" in server.log and "Traceback" not in server.log
+
+
+def test_the_pin_lockout_survives_a_reload(devserve: StartDevserve) -> None:
+    server = devserve(
+        "-p",
+        "0",
+        "--dev",
+        "reload,werkzeug",
+        "--debugger-pin",
+        PIN,
+        "slowapp:broken_app",
+        cwd=APPS,
+    )
+    secret, _frame = traceback_page(server)
+    # Ten wrong PINs at once (each answer is held 0.5 s, or 5 s after the sixth).
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        verdicts = list(pool.map(lambda _: unlock(server, secret, "000-000-000")[0], range(10)))
+    assert not any(verdict["auth"] for verdict in verdicts)
+    assert unlock(server, secret, PIN)[0] == {"auth": False, "exhausted": True}
+    server.signal(signal.SIGHUP)
+    wait_reloads(server, 1)
+    secret, _frame = traceback_page(server)
+    assert unlock(server, secret, PIN)[0] == {"auth": False, "exhausted": True}
+
+
+def test_the_console_works_on_an_ipv6_loopback(devserve: StartDevserve) -> None:
+    server = devserve(
+        "-p",
+        "0",
+        "--http-interface",
+        "::1",
+        "--dev",
+        "werkzeug",
+        "--debugger-pin",
+        "off",
+        "slowapp:broken_app",
+        cwd=APPS,
+    )
+    connection = http.client.HTTPConnection("::1", server.port, timeout=10)
+    try:
+        connection.request("GET", "/", headers={**HTML, "Host": f"[::1]:{server.port}"})
+        page = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    assert "EVALEX = true" in page and "EVALEX_TRUSTED = true" in page
 
 
 BROKEN = """\

@@ -587,6 +587,61 @@ def test_an_app_error_during_the_body_closes_the_connection(
     assert any(r.levelno == logging.ERROR for r in caplog.records)
 
 
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        ("200 OK\r\nSet-Cookie: injected=1", []),
+        ("200 OK\r\n\r\nHTTP/1.1 302 Found\r\nLocation: http://evil.example/", []),
+        ("200 OK\nX-Injected: 1", []),
+        ("200 OK\x0bX", []),
+        ("2000 OK", []),
+        ("99 Too low", []),
+        ("600 Too high", []),
+        ("OK 200", []),
+        ("200 OK", [("X-Vertical-Tab", "a\x0bb")]),
+        ("200 OK", [("X-Delete", "a\x7fb")]),
+    ],
+    ids=[
+        "crlf-header",
+        "crlf-response",
+        "lf",
+        "vt",
+        "four-digits",
+        "below-100",
+        "above-599",
+        "no-code",
+        "header-vt",
+        "header-del",
+    ],
+)
+def test_a_status_or_header_that_would_split_the_response_is_a_500(
+    peer: Peer, caplog: pytest.LogCaptureFixture, status: str, headers: list[tuple[str, str]]
+) -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response(status, headers)
+        return [b"the app's body"]
+
+    peer.exchange(app, GET)
+    raw = peer.read_all()
+    assert raw.startswith(b"HTTP/1.1 500 Internal Server Error\r\n"), raw
+    assert raw.count(b"HTTP/1.1") == 1 and b"injected" not in raw.lower(), raw
+    assert b"evil" not in raw and b"the app's body" not in raw
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("invalid response" in message for message in errors), errors
+
+
+@pytest.mark.parametrize("status", ["200 OK", "200", "404 Not Found", "599 X", "200 Caf\xe9"])
+def test_valid_statuses_are_sent_as_they_are(peer: Peer, status: str) -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response(status, [("X-Tab", "a\tb")])
+        return [b"ok"]
+
+    peer.exchange(app, GET)
+    reply = peer.reply()
+    assert reply.status == int(status[:3]) and reply.body == b"ok"
+    assert reply.header("x-tab") == "a\tb"
+
+
 def test_a_body_shorter_than_its_content_length_closes_the_connection(peer: Peer) -> None:
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         start_response("200 OK", [("Content-Length", "10")])
