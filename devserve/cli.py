@@ -347,7 +347,6 @@ def _make_server(
     if evented:
         from devserve import evented as gevent_mode
 
-        del common["max_body"]  # gevent's own HTTP parsing
         limits.set_memory_hard(settings.limit_memory_hard)
         return gevent_mode.GeventServer(
             application,

@@ -1,5 +1,6 @@
-"""Gevent mode: the app on gevent's WSGI server, one greenlet per connection, for long-polling
-and other work with many idle connections.
+"""Gevent mode: the app served by a greenlet per connection, for long-polling and other work
+with many idle connections, on devserve's own HTTP engine (the threaded and prefork modes'
+strict request checks: one parser for every mode, none of gevent's ``pywsgi``).
 
 ``devserve gevent`` monkey-patches before anything else is imported (``__main__.py`` does it,
 on every re-exec too, since a reload re-runs the same command line). :class:`GeventServer`
@@ -31,11 +32,17 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from devserve import config
-from devserve.handler import RequestInfo
+from devserve.handler import (
+    BODY_TIMEOUT,
+    HTTPConnection,
+    RequestInfo,
+    ServerInfo,
+    close_connection,
+)
 from devserve.limits import Limits
 from devserve.prefork import describe_exit, set_title
 from devserve.reloader import GAP_SIGNALS, FileChanges
-from devserve.servers import ControlLoop, Outcome
+from devserve.servers import IDLE_CONNECTION_TIMEOUT, ControlLoop, Outcome
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -50,7 +57,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-_access_logger = logging.getLogger("devserve.access")
 
 PARENT_ENV = "DEVSERVE_GEVENT_PARENT"  # in the evented child: the prefork master's PID
 SOCKET_ENV = "DEVSERVE_GEVENT_FD"  # in the evented child: the listen socket the master passes
@@ -98,7 +104,9 @@ def child_socket() -> socket.socket | None:
 
 
 class GeventServer(ControlLoop):
-    """gevent's ``WSGIServer`` run by a control loop in the main greenlet."""
+    """devserve's own HTTP engine (:class:`~devserve.handler.HTTPConnection`, the threaded
+    and prefork modes' strict checks) with a greenlet per connection, run by a control loop
+    in the main greenlet."""
 
     mode = "gevent"
 
@@ -114,10 +122,10 @@ class GeventServer(ControlLoop):
         connections: Iterable[tuple[socket.socket, bytes]] = (),
         limits: Limits | None = None,
         parent: int | None = None,
+        max_body: int = ServerInfo.max_body,
     ) -> None:
         import gevent.event
         import gevent.pool
-        from gevent import pywsgi
 
         super().__init__(
             sock,
@@ -126,6 +134,10 @@ class GeventServer(ControlLoop):
             on_changes=on_changes,
             signal_actions=signal_actions,
         )
+        self.listener.setblocking(True)  # a greenlet waits in accept(), the hub meanwhile runs
+        self.app = app
+        host, port = sock.getsockname()[:2]
+        self.server_info = ServerInfo(host, port, max_body=max_body)
         self.limits = limits or Limits()
         self.parent = parent  # the prefork master, when this is its evented child
         self.served_first = gevent.event.Event()
@@ -136,14 +148,7 @@ class GeventServer(ControlLoop):
         # Every connection's greenlet, from the moment it is accepted (before it runs): a
         # drain waits for them all, or a connection accepted last would be reset at exit.
         self.connections = gevent.pool.Pool()
-        self.http = pywsgi.WSGIServer(
-            sock,
-            app,
-            handler_class=_handler_class(self),
-            spawn=self.connections,
-            log=None,
-            error_log=None,
-        )
+        self._acceptor: Any = None
 
     @property
     def description(self) -> str:
@@ -160,7 +165,7 @@ class GeventServer(ControlLoop):
         handlers = [gevent.signal_handler(s, self.notify, s) for s in handled]
         signal.pthread_sigmask(signal.SIG_UNBLOCK, GAP_SIGNALS)
         try:
-            self.http.start()
+            self._acceptor = gevent.spawn(self._accept)
             for connection, received in self._adopted:  # handed over by the previous image
                 self._adopt(connection, received)
             self._adopted.clear()
@@ -172,7 +177,7 @@ class GeventServer(ControlLoop):
                     if key.data == "wake":
                         self._handle_events()
             watchdog.kill(block=False)
-            self.http.stop_accepting()
+            self._acceptor.kill()  # no connection is accepted from now on
             if self._outcome is Outcome.STOP:
                 self.listener.close()  # this process's descriptor: new clients are refused
                 self._log_stopping()
@@ -185,10 +190,25 @@ class GeventServer(ControlLoop):
                 handler.cancel()
         return self._outcome
 
+    # --- connections ---
+
+    def _accept(self) -> None:
+        import gevent
+
+        while True:
+            try:
+                connection, client = self.listener.accept()
+            except (BlockingIOError, ConnectionAbortedError, InterruptedError):
+                continue
+            except OSError as error:  # out of descriptors: the rest waits in the backlog
+                _logger.warning("cannot accept connections: %s", error.strerror)
+                gevent.sleep(1.0)
+                continue
+            with contextlib.suppress(OSError):  # responses leave at once
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.connections.spawn(self._serve, connection, client, b"")
+
     def _adopt(self, connection: socket.socket, received: bytes) -> None:
-        if received:  # only a threaded image reads ahead; never expected here
-            connection.close()
-            return
         try:
             client = connection.getpeername()
         except OSError:
@@ -197,7 +217,71 @@ class GeventServer(ControlLoop):
         from gevent import socket as gevent_socket
 
         cooperative = gevent_socket.socket(fileno=connection.detach())
-        self.http.do_handle(cooperative, client)
+        self.connections.spawn(self._serve, cooperative, client, received)
+
+    def _serve(self, connection: Any, client: Any, received: bytes) -> None:
+        """One connection's greenlet: its requests, one after the other; between them it
+        waits for the next one, or for a drain (then it is handed over, or closed)."""
+        from gevent import getcurrent
+
+        greenlet = getcurrent()
+
+        def track(info: RequestInfo | None) -> None:
+            if info is not None:
+                self.requests[greenlet] = info
+                return
+            self.requests.pop(greenlet, None)
+            self.served_first.set()
+            if self._draining:
+                self.notify("request-done")
+
+        http = HTTPConnection(connection, client, self.app, self.server_info, track, received)
+        keep, first = True, True
+        try:
+            while keep:
+                if not http.head_complete and not http.received:  # nothing read of the next
+                    verdict = self._wait_for_request(connection, first)
+                    if verdict != "request":
+                        keep = verdict == "hand-over"
+                        if keep:
+                            self.handover.append((socket.socket(fileno=connection.detach()), b""))
+                        return
+                connection.settimeout(BODY_TIMEOUT)
+                keep = http.serve()
+                first = False
+        except Exception:  # nothing of a connection may end the process
+            _logger.exception("unexpected error while serving %s", client)
+            keep = False
+        finally:
+            if not keep:
+                close_connection(connection, http.unread)
+            if self._draining:
+                self.notify("connection-gone")
+
+    def _wait_for_request(self, connection: Any, first: bool) -> str:
+        """Until the client sends (``"request"``), a drain starts, or the connection has
+        been idle too long (``"close"``). Draining: a reload hands the connection to the
+        next image untouched (``"hand-over"``); a stop serves the request whose bytes are
+        in (a retiring evented child must answer it), waiting a little for the first
+        request of a connection just accepted."""
+        import select
+
+        from gevent import select as gevent_select
+
+        poller = gevent_select.poll()  # not select(): any descriptor number
+        poller.register(connection.fileno(), select.POLLIN)
+        if not self._draining:
+            poller.register(self.drain_read, select.POLLIN)
+            ready = poller.poll(IDLE_CONNECTION_TIMEOUT * 1000)
+            if not ready:
+                return "close"
+            if not self._draining:
+                return "request"
+            poller.unregister(self.drain_read)
+        if self._outcome is Outcome.RELOAD:
+            return "hand-over"
+        wait = FIRST_REQUEST_WAIT if first else 0
+        return "request" if poller.poll(wait * 1000) else "close"
 
     def handle_event(self, event: Any) -> None:
         super().handle_event(event)
@@ -244,7 +328,7 @@ class GeventServer(ControlLoop):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            # Request greenlets post an event as they finish; re-check at least every 50 ms.
+            # Greenlets post an event as they finish; re-check at least every 50 ms.
             for key, _ in self._selector.select(timeout=min(remaining, 0.05)):
                 if key.data == "wake":
                     self._handle_events()
@@ -258,16 +342,6 @@ class GeventServer(ControlLoop):
                 grace,
             )
 
-    def hand_over(self, handler: Any) -> None:
-        """A connection waiting for its next request, for the next image (reload) or to
-        close (stop)."""
-        sock = handler.socket
-        handler.socket = None  # gevent's handler must neither read nor close it now
-        if self._outcome is Outcome.RELOAD:
-            self.handover.append((socket.socket(fileno=sock.detach()), b""))
-        else:
-            sock.close()
-
     def close(self) -> None:
         with self._closing:
             self._closed = True
@@ -278,86 +352,6 @@ class GeventServer(ControlLoop):
         os.close(self._drain_write)
         with contextlib.suppress(OSError):
             self.listener.close()
-
-
-def _handler_class(server: GeventServer) -> type[Any]:
-    """gevent's request handler, made to report to ``server``: what each greenlet serves
-    (stack dumps name it), and when it waits for a next request (a drain takes those)."""
-    from gevent import GreenletExit, getcurrent, pywsgi
-    from gevent import select as gevent_select
-
-    class Handler(pywsgi.WSGIHandler):
-        def read_requestline(self) -> str:
-            if not server._draining:
-                try:  # until the client sends, or a drain starts (nothing read yet)
-                    gevent_select.select([self.socket, server.drain_read], [], [])
-                except OSError:
-                    return ""
-            first = not getattr(self, "served_one", False)
-            if server._draining and not _one_more_request(server, self.socket, first):
-                server.hand_over(self)
-                server.notify("idle-gone")
-                return ""
-            return super().read_requestline()
-
-        def handle_one_request(self) -> Any:
-            try:
-                return super().handle_one_request()
-            finally:
-                if server.requests.pop(getcurrent(), None) is not None:
-                    server.served_first.set()
-                    if server._draining:
-                        server.notify("request-done")
-
-        def read_request(self, raw_requestline: str) -> Any:
-            result = super().read_request(raw_requestline)
-            self.served_one = True
-            client = self.client_address[0] if isinstance(self.client_address, tuple) else "-"
-            server.requests[getcurrent()] = RequestInfo(
-                self.command or "-", self.path or "-", client, time.monotonic()
-            )
-            return result
-
-        def log_request(self) -> None:
-            if not _access_logger.isEnabledFor(logging.INFO):
-                return
-            info = server.requests.get(getcurrent())
-            took = (time.monotonic() - info.started) * 1000 if info else 0.0
-            status_line = getattr(self, "_orig_status", None) or self.status or "0"
-            status = int(str(status_line).split()[0])
-            _access_logger.info(
-                '%s "%s" %s %s %.1fms',
-                info.client if info else "-",
-                self.requestline,
-                status,
-                self.response_length,
-                took,
-                extra={"status": status},
-            )
-
-        def _log_error(self, kind: Any, value: Any, tb: Any) -> None:
-            # gevent prints the traceback to stderr through its hub; devserve logs it.
-            if not issubclass(kind, GreenletExit):
-                where = f"{self.command} {self.path}" if self.command else "a connection"
-                _logger.error("error serving %s", where, exc_info=(kind, value, tb))
-
-    return Handler
-
-
-def _one_more_request(server: GeventServer, sock: Any, first: bool) -> bool:
-    """Whether a connection serves one more request while draining: on a stop, when its
-    bytes are in (closing would reset a client whose request is on its way; a retiring
-    evented child must answer it), waiting a little for the first request of a connection
-    just accepted. On a reload, never: the connection goes to the next image untouched."""
-    from gevent import select as gevent_select
-
-    if server._outcome is Outcome.RELOAD:
-        return False
-    try:
-        wait = FIRST_REQUEST_WAIT if first else 0
-        return bool(gevent_select.select([sock], [], [], wait)[0])
-    except OSError:
-        return False
 
 
 def dump_greenlets(requests: Mapping[Any, RequestInfo]) -> None:

@@ -132,9 +132,11 @@ class HTTPConnection:
         self._responding = False  # a response to the current request has begun
         self.unread = False  # closed with a request body still coming
         self._head = bytearray()  # the raw bytes of the request head being received
+        self._head_fed = False  # h11 has bytes of this request (empty lines before are not)
         self._head_deadline = 0.0  # once it has begun (0: not yet)
         self._read_ahead: Any = None  # what feed() found: an event or a protocol error
         self._body_read = 0
+        self._chunks: ChunkedBody | None = None  # checks a chunked body's framing
         if received:  # read by the control loop of a previous image
             self.feed(received)
 
@@ -154,9 +156,7 @@ class HTTPConnection:
         malformed one did (``serve()`` answers either)."""
         if self._read_ahead is not None:
             return True
-        if data:
-            self._head += data
-            self.h11.receive_data(data)
+        self._take(data)
         try:
             event = self.h11.next_event()
         except h11.RemoteProtocolError as error:
@@ -193,6 +193,13 @@ class HTTPConnection:
             problem = (
                 _check(event, self._head, self.server) if isinstance(event, h11.Request) else None
             )
+            if problem is None and _is_chunked(event):
+                # What came with the head: the start of the body (maybe all of it).
+                self._chunks = ChunkedBody()
+                head_end = _HEAD_END.search(self._head)
+                problem = self._chunks.check(
+                    bytes(self._head[head_end.end() :]) if head_end else b""
+                )
             self._head = bytearray()
             if problem is None:
                 return event
@@ -224,8 +231,24 @@ class HTTPConnection:
             data = self._recv()
             if data and not self._head_deadline:
                 self._head_deadline = time.monotonic() + HEAD_TIMEOUT
-            self._head += data
+            if not data:
+                self.h11.receive_data(b"")  # the end: h11 tells what it means
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Bytes of a request head (and what follows it). The empty lines a client may send
+        before a request line (RFC 9112 2.2) are dropped, not given to h11."""
+        if not data:
+            return
+        self._head += data
+        if self._head_fed:
             self.h11.receive_data(data)
+            return
+        start = _EMPTY_LINES.match(self._head).end()  # type: ignore[union-attr]
+        del self._head[:start]
+        if self._head and self._head != b"\r":  # a request line has begun
+            self._head_fed = True
+            self.h11.receive_data(bytes(self._head))
 
     def _recv(self) -> bytes:
         if self.h11.they_are_waiting_for_100_continue and not self._responding:
@@ -254,6 +277,8 @@ class HTTPConnection:
                     raise _ClientGone(f"the body stalled for {BODY_TIMEOUT:g}s", 408) from None
                 except OSError as error:
                     raise _ClientGone(str(error)) from error
+                if self._chunks is not None and (problem := self._chunks.check(data)):
+                    raise _ClientGone(problem[1], problem[0])
                 self.h11.receive_data(data)
             elif isinstance(event, h11.Data):
                 self._body_read += len(event.data)
@@ -312,13 +337,14 @@ class HTTPConnection:
             return False
         following, closed = self.h11.trailing_data
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        self.h11.receive_data(following)
+        self._responding = False
+        self._head, self._head_fed = bytearray(), False
+        self._take(following)  # a pipelined request's start
         if closed:
             self.h11.receive_data(b"")
-        self._responding = False
-        self._head = bytearray(following)  # a pipelined request's start
         self._head_deadline = time.monotonic() + HEAD_TIMEOUT if self._head else 0.0
         self._body_read = 0
+        self._chunks = None
         return True
 
     def _write(self, data: bytes) -> None:
@@ -560,6 +586,11 @@ def _check_request_line(request: h11.Request) -> tuple[int, str] | None:
         return 414, f"request target over {MAX_TARGET} bytes"
     if request.method == b"CONNECT":
         return 405, "CONNECT: a WSGI server does not tunnel"
+    target = request.target
+    asterisk = target == b"*" and request.method == b"OPTIONS"
+    if not (target.startswith(b"/") or asterisk or _ABSOLUTE_FORM.match(target)):
+        # A target a front end may read otherwise: "*" (OPTIONS only), "foo/bar", "host:80".
+        return 400, "the request target is not a path (origin-form) nor an http(s) URL"
     return None
 
 
@@ -572,7 +603,10 @@ def _check_headers(
     size = len(request.target) + sum(len(name) + len(value) + 4 for name, value in headers)
     if size > MAX_HEAD:
         return 431, f"request head over {MAX_HEAD} bytes"
-    if _OBSOLETE_FOLD.search(head, 0, _head_end(head)):
+    end = _head_end(head)
+    if _BARE_LF.search(head, 0, end + 2):  # up to the empty line's own line break
+        return 400, "a line of the request head that ends with LF alone, not CRLF"
+    if _OBSOLETE_FOLD.search(head, 0, end):
         return 400, "obsolete line folding in a header (a header line starting with a space)"
     if _CONTROL.search(b"".join(value for _, value in headers)):
         return 400, "a control character in a header value"
@@ -582,6 +616,11 @@ def _check_headers(
         return 400, "more than one Host header"
     if hosts and not _HOST.fullmatch(hosts[0]):
         return 400, "an invalid Host header"
+    # From the raw head: h11 folds "Content-Length: 5, 5" and a repeated equal one into one.
+    for name in (b"content-length", b"content-type"):
+        given = _HEADER_VALUES[name].findall(head, 0, end)
+        if len(given) > 1 or (name == b"content-length" and given and b"," in given[0]):
+            return 400, f"{name.decode().title()} given more than once"
     if b"transfer-encoding" in names:
         if b"content-length" in names:
             return 400, "both Content-Length and Transfer-Encoding (a request smuggling vector)"
@@ -602,6 +641,13 @@ def _plain_headers(body: bytes, close: bool) -> list[tuple[bytes, bytes]]:
 
 
 MAX_METHOD = 32  # bytes of method name
+_EMPTY_LINES = re.compile(rb"(?:\r\n)*")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_HEADER_VALUES = {
+    name: re.compile(rb"\n%s[ \t]*:([^\r\n]*)" % name, re.IGNORECASE)
+    for name in (b"content-length", b"content-type")
+}
+_ABSOLUTE_FORM = re.compile(rb"https?://", re.IGNORECASE)
 _OBSOLETE_FOLD = re.compile(rb"\n[ \t]")
 _HEAD_END = re.compile(rb"\n\r?\n")  # as h11 reads it: a line ends with LF, CR optional
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # tab is fine
@@ -613,6 +659,98 @@ def _head_end(head: bytes | bytearray) -> int:
     """Where the head ends in ``head`` (the first empty line), or its length."""
     match = _HEAD_END.search(head)
     return match.start() if match else len(head)
+
+
+def _is_chunked(event: Any) -> bool:
+    return isinstance(event, h11.Request) and any(
+        name == b"transfer-encoding" and value.lower() == b"chunked"
+        for name, value in event.headers
+    )
+
+
+MAX_CHUNK_LINE = 4096  # bytes of a chunk-size line with its extensions
+MAX_TRAILERS = 16384  # bytes of a chunked body's trailer section
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+# RFC 9112 7.1: chunk-size [ chunk-ext ], chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] )
+_CHUNK_LINE = re.compile(
+    rb"[0-9A-Fa-f]+(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*" % (_TOKEN, _TOKEN, _QUOTED)
+)
+_TRAILER_LINE = re.compile(rb"(%s):[ \t]*[\t\x20-\x7e\x80-\xff]*" % _TOKEN)
+# What a trailer must not carry (RFC 9110 6.5.1): framing, routing, and what a server
+# acts on before it reads a body.
+_FORBIDDEN_TRAILERS = frozenset(
+    b"content-length transfer-encoding host content-type content-encoding content-range "
+    b"trailer te connection upgrade expect authorization cookie".split()
+)
+
+
+class ChunkedBody:
+    """Checks the framing of a chunked request body as its bytes arrive, to the letter of
+    RFC 9112 (h11 decodes it, leniently): CRLF line ends, chunk extensions well formed and
+    bounded, no forbidden trailer field. ``check(data)`` gives (status, reason) on the
+    first fault; bytes after the body's end are not looked at."""
+
+    def __init__(self) -> None:
+        self._line = bytearray()  # a size or trailer line under way
+        self._data_left = 0  # bytes of chunk data still to skip
+        self._state = "size"  # size, data, data-end, trailers, done
+        self._trailers = 0
+
+    def check(self, data: bytes) -> tuple[int, str] | None:
+        view = memoryview(data)
+        while view and self._state != "done":
+            if self._state == "data":
+                taken = min(self._data_left, len(view))
+                self._data_left -= taken
+                view = view[taken:]
+                if not self._data_left:
+                    self._state = "data-end"
+                continue
+            # A line: a chunk's size, the end of its data, or a trailer.
+            end = bytes(view).find(b"\n")
+            taken = len(view) if end < 0 else end + 1
+            self._line += view[:taken]
+            view = view[taken:]
+            problem = None
+            if len(self._line) > MAX_CHUNK_LINE + 2:  # its CRLF apart
+                problem = f"a chunk line over {MAX_CHUNK_LINE} bytes"
+            elif end >= 0:
+                problem = self._line_done()
+                self._line = bytearray()
+            if problem is not None:
+                return 400, f"malformed chunked body: {problem}"
+        return None
+
+    def _line_done(self) -> str | None:
+        line = bytes(self._line)
+        if not line.endswith(b"\r\n"):
+            return "a line that ends with LF alone"
+        line = line[:-2]
+        if self._state == "size":
+            if not _CHUNK_LINE.fullmatch(line):
+                return f"a bad chunk-size line {line[:40]!r}"
+            size = int(line.split(b";")[0].strip(b" \t"), 16)
+            self._state, self._data_left = ("data", size) if size else ("trailers", 0)
+            return None
+        if self._state == "data-end":
+            if line:
+                return "chunk data longer than its size"
+            self._state = "size"
+            return None
+        # trailers
+        if not line:
+            self._state = "done"
+            return None
+        self._trailers += len(line) + 2
+        match = _TRAILER_LINE.fullmatch(line)
+        if match is None:
+            return f"a bad trailer line {line[:40]!r}"
+        if match.group(1).lower() in _FORBIDDEN_TRAILERS:
+            return f"a {match.group(1).decode()} trailer field"
+        if self._trailers > MAX_TRAILERS:
+            return f"trailers over {MAX_TRAILERS} bytes"
+        return None
 
 
 def _content_length(request: h11.Request) -> int | None:

@@ -430,8 +430,48 @@ def test_an_invalid_chunk_size_gives_a_400_and_a_close(peer: Peer) -> None:
     kept = peer.exchange(app, request + GET)
     reply = peer.reply("POST")
     assert (reply.status, reply.header("connection")) == (400, "close")
-    assert len(errors) == 1
+    assert errors == []  # it came with the head: refused before the app
     assert not kept
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+        b"5\nhello\r\n0\r\n\r\n",
+        b"5;\x00\r\nhello\r\n0\r\n\r\n",
+        b"0 \r\n\r\n",
+        b"5;" + b"x" * 100_000 + b"\r\nhello\r\n0\r\n\r\n",
+        b"5\r\nhelloX\r\n0\r\n\r\n",
+        b"0\r\nContent-Length: 5\r\n\r\n",
+        b"0\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+    ids=["bare-cr", "bare-lf", "nul", "space-after-size", "huge-ext", "long-data", "cl", "te"],
+)
+def test_a_malformed_chunk_arriving_later_fails_the_apps_read(peer: Peer, chunks: bytes) -> None:
+    errors: list[Exception] = []
+    reading = threading.Event()
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        reading.set()
+        try:
+            environ["wsgi.input"].read()
+        except Exception as error:
+            errors.append(error)
+            raise
+        start_response("200 OK", [])
+        return [b"read"]
+
+    head = http("POST / HTTP/1.1", "Host: t", "Transfer-Encoding: chunked")
+    serving = Serving(peer, app)
+    peer.client.sendall(head)
+    assert reading.wait(TIMEOUT)  # the head was taken: the body comes after
+    with contextlib.suppress(OSError):
+        peer.client.sendall(chunks + GET)
+    reply = peer.reply("POST")
+    assert (reply.status, reply.header("connection")) == (400, "close")
+    assert serving.result() is False
+    assert len(errors) == 1
 
 
 def test_a_body_cut_short_by_the_client_is_a_bad_request(peer: Peer) -> None:
