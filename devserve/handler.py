@@ -40,6 +40,10 @@ MAX_HEAD = 65536  # bytes of request line and headers: above it, 431
 MAX_TARGET = 8192  # bytes of request target: above it, 414
 HEAD_TIMEOUT = 10.0  # seconds a request head may take to arrive once it has begun
 BODY_TIMEOUT = 30.0  # seconds a request body (or a response) may stall
+# A body slower than this (bytes per second spent waiting for it, once it has been waited
+# for RATE_WINDOW seconds) is a 408: a client trickling bytes must not hold a thread.
+MIN_BODY_RATE = 1024
+RATE_WINDOW = 10.0
 CONTINUE_WAIT = 1.0  # seconds to wait for a body the app did not ask for (100-continue)
 LINGER_SECONDS = 2.0  # at most, reading what a client still sends after the last response
 LINGER_BYTES = 64 << 20
@@ -136,6 +140,7 @@ class HTTPConnection:
         self._head_deadline = 0.0  # once it has begun (0: not yet)
         self._read_ahead: Any = None  # what feed() found: an event or a protocol error
         self._body_read = 0
+        self._body_waited = 0.0  # seconds spent waiting for the body's bytes
         self._chunks: ChunkedBody | None = None  # checks a chunked body's framing
         if received:  # read by the control loop of a previous image
             self.feed(received)
@@ -147,8 +152,29 @@ class HTTPConnection:
 
     @property
     def received(self) -> bytes:
-        """The bytes of a request head received so far (none once it is complete)."""
+        """The bytes of the request received so far and not served yet: its head (and what
+        the control loop received of its body), for the next image to go on from."""
         return bytes(self._head)
+
+    def body_missing(self, limit: int) -> int:
+        """Bytes of the request's body not received yet, when the control loop is to
+        receive them before a thread serves it: a Content-Length of at most ``limit``, no
+        100-continue expected (the client waits for it), and a head that passes the
+        checks (a refused one is answered at once). Else 0, as when it is all in."""
+        request = self._read_ahead
+        if not isinstance(request, h11.Request) or self.h11.they_are_waiting_for_100_continue:
+            return 0
+        length = _content_length(request)
+        if not length or length > limit or _check(request, self._head, self.server):
+            return 0
+        head_end = _HEAD_END.search(self._head)
+        received = len(self._head) - head_end.end() if head_end else 0
+        return max(0, length - received)
+
+    def feed_body(self, data: bytes) -> None:
+        """More of the request, read by the control loop once the head is in."""
+        self._head += data
+        self.h11.receive_data(data)
 
     def feed(self, data: bytes) -> bool:
         """Take bytes read by someone else (the control loop reads request heads without
@@ -271,12 +297,18 @@ class HTTPConnection:
             except h11.RemoteProtocolError as error:
                 raise _ClientGone(str(error), error.error_status_hint) from None
             if event is h11.NEED_DATA:
+                began = time.monotonic()
                 try:
                     data = self._recv()
                 except TimeoutError:
                     raise _ClientGone(f"the body stalled for {BODY_TIMEOUT:g}s", 408) from None
                 except OSError as error:
                     raise _ClientGone(str(error)) from error
+                self._body_waited += time.monotonic() - began
+                if self._body_waited > RATE_WINDOW and self._body_read < (
+                    MIN_BODY_RATE * self._body_waited
+                ):  # a body trickled to hold a thread: never sends enough to stall
+                    raise _ClientGone(f"the body came slower than {MIN_BODY_RATE} bytes/s", 408)
                 if self._chunks is not None and (problem := self._chunks.check(data)):
                     raise _ClientGone(problem[1], problem[0])
                 self.h11.receive_data(data)
@@ -343,7 +375,7 @@ class HTTPConnection:
         if closed:
             self.h11.receive_data(b"")
         self._head_deadline = time.monotonic() + HEAD_TIMEOUT if self._head else 0.0
-        self._body_read = 0
+        self._body_read, self._body_waited = 0, 0.0
         self._chunks = None
         return True
 
@@ -386,6 +418,16 @@ class _Response:
 
     def run(self) -> None:
         environ = _environ(self.connection, self.request)
+        try:
+            self._run(environ)
+        finally:
+            # Werkzeug's request and the environ refer to each other: without the cut, the
+            # request (with its body, parsed) stays until the cyclic collector runs, and
+            # sequential large requests pile up (1.2 GB RSS after 20 bodies of 30 MiB).
+            environ.pop("werkzeug.request", None)
+            environ["wsgi.input"] = _NO_INPUT
+
+    def _run(self, environ: WSGIEnvironment) -> None:
         try:
             body = self.connection.app(environ, self.start_response)
             try:
@@ -769,6 +811,9 @@ def _diagnose(error: h11.RemoteProtocolError, head: bytes | bytearray) -> tuple[
     if status == 501:
         status = 400
     return status, str(error)
+
+
+_NO_INPUT = io.BytesIO(b"")  # wsgi.input once the request is over
 
 
 class RequestBody(io.RawIOBase):

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "Limits",
+    "address_space_mib",
     "arm_cpu_limit",
     "cap_malloc_arenas",
     "cpu_seconds",
@@ -80,6 +81,18 @@ def set_memory_hard(mebibytes: int) -> None:
 def cap_malloc_arenas() -> None:
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to cap
         ctypes.CDLL(None).mallopt(M_ARENA_MAX, MALLOC_ARENAS)  # the process's own libc
+
+
+def address_space_mib() -> float:
+    """This process's address space (what RLIMIT_AS counts), in MiB."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[0])
+        return pages * resource.getpagesize() / MIB
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return float(psutil.Process().memory_info().vms) / MIB
 
 
 def cpu_seconds() -> float:

@@ -15,6 +15,8 @@ import contextlib
 import dataclasses
 import enum
 import errno
+import heapq
+import itertools
 import logging
 import os
 import queue
@@ -63,7 +65,17 @@ LISTEN_BACKLOG = 1024  # connections that arrive while devserve restarts wait he
 ACCEPT_BATCH = 32  # connections accepted per wake-up of the control loop
 IDLE_THREAD_TIMEOUT = 30.0  # a pooled request thread with no work for this long retires
 IDLE_CONNECTION_TIMEOUT = 30.0  # an accepted connection that sends nothing is closed then
-MAX_HELD = 512  # accepted connections waiting for their request or a thread; then backlog
+# Accepted connections the loop holds (waiting for their request or a thread): what the
+# descriptor limit leaves, within these bounds; past it the oldest idle one makes room.
+MIN_HELD, MAX_HELD = 64, 16384
+DESCRIPTORS_SPARE = 256  # descriptors left for the app (files, database connections...)
+# Bytes of request body the loop receives before a thread serves the request: a flood of
+# slow uploads holds no thread (the body is due within BODY_TIMEOUT); larger ones are read
+# by their thread, which the handler's minimum body rate frees from a slow one.
+LOOP_BODY = 1 << 20
+THREAD_STACK = 2 << 20  # bytes of stack a request thread reserves (the system's: 8 MiB)
+MIN_THREADS = 8
+ADDRESS_SPACE_HEADROOM = 256  # MiB of --limit-memory-hard kept for the app's allocations
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LIMITS_EVERY = 1.0  # seconds between two checks of the threaded server's limits
 LIMIT_RELOAD_GRACE = 60.0  # a reload for a limit waits this long for the other requests
@@ -428,9 +440,13 @@ class ThreadedServer(ControlLoop):
     """The default mode: a control loop in the main thread accepts connections and waits
     for their requests; pooled threads serve them.
 
-    An accepted connection waits in the loop's selector until its request arrives, so an
-    idle one (a browser's preconnect) holds no thread, and at a reload every connection not
-    yet being served is handed to the next image: nothing accepted is dropped."""
+    An accepted connection waits in the loop's selector until its request has arrived (its
+    head, and a small body whole), so an idle or slow one (a browser's preconnect, a client
+    trickling bytes) holds no thread, and at a reload every connection not yet being served
+    is handed to the next image: nothing accepted is dropped. The loop holds as many
+    connections as the descriptor limit allows; past that it lets the oldest idle one go
+    (else the oldest slow one) for each new one, so a flood never stalls a new client. Its
+    cost per event does not grow with the connections held (deadlines in a heap)."""
 
     mode = "threaded"
 
@@ -462,15 +478,28 @@ class ThreadedServer(ControlLoop):
         self.served_first = threading.Event()  # set once a first connection was answered
         self._limits_checked = time.monotonic()
         self._past_limits: set[RequestThread] = set()  # a reload does not wait for these
+        # A reload for a limit, waiting for the requests that ran when it was decided:
+        # (why, when, [(thread, the request it served)]); meanwhile everything is served.
+        self._retiring: tuple[str, float, list[tuple[RequestThread, Any]]] | None = None
         host, port = sock.getsockname()[:2]
         self.server_info = ServerInfo(host, port, max_body=max_body)
+        threading.stack_size(THREAD_STACK)  # the pool's threads, and what the app starts
+        self.max_threads = max_threads or default_thread_cap(self.limits.memory_hard)
         self.pool = RequestPool(
-            self._serve_connection, self._connection_done, max_threads, self._thread_idle
+            self._serve_connection, self._connection_done, self.max_threads, self._thread_idle
         )
-        self._waiting: dict[int, HeldConnection] = {}  # fd -> no request yet (in the selector)
+        self.max_held = held_connections_cap()
+        # Connections waiting in the selector, by descriptor, oldest first: those with
+        # nothing received yet, and those whose request is arriving (head or body).
+        self._idle: collections.OrderedDict[int, HeldConnection] = collections.OrderedDict()
+        self._arriving: collections.OrderedDict[int, HeldConnection] = collections.OrderedDict()
+        self._expiries: list[tuple[float, int, HeldConnection]] = []  # a heap, maybe stale
+        self._expiry_order = itertools.count()  # ties: the heap never compares connections
         self._ready: collections.deque[HeldConnection] = collections.deque()  # need a thread
         self._accepting = False
         self._accept_retry = 0.0  # after running out of descriptors: when to try again
+        self._let_go = 0  # connections let go for new ones since the last report
+        self._errors = ErrorReport()
         for connection, received in connections:  # handed over by the previous image
             try:
                 self._hold(connection, connection.getpeername(), received)
@@ -525,8 +554,11 @@ class ThreadedServer(ControlLoop):
                 on_ready()
             self._set_accepting(True)
             while self._outcome is None:
-                self._step(self._next_expiry())
-                self._check_limits()
+                try:
+                    self._step(self._next_expiry())
+                    self._check_limits()
+                except Exception as error:  # nothing ends the loop: it sheds load instead
+                    self._errors.add(error)
             self._set_accepting(False)
             if self._outcome is Outcome.STOP:
                 self.listener.close()  # new clients are refused from now on
@@ -545,14 +577,15 @@ class ThreadedServer(ControlLoop):
                 if self._outcome is None:
                     self._accept()
             else:
-                self._request_arrived(key.data)
+                try:
+                    self._request_arrived(key.data)
+                except Exception as error:  # that connection's trouble (MemoryError...)
+                    self._errors.add(error)
+                    self._close_waiting(key.data)
         self._expire_idle()
-        # Accept while serving, below the cap of held connections, unless out of descriptors.
-        self._set_accepting(
-            self._outcome is None
-            and len(self._waiting) + len(self._ready) < MAX_HELD
-            and time.monotonic() >= self._accept_retry
-        )
+        self._report_let_go()
+        # Accept while serving, unless out of descriptors (then a little later).
+        self._set_accepting(self._outcome is None and time.monotonic() >= self._accept_retry)
 
     def _set_accepting(self, accepting: bool) -> None:
         if accepting and not self._accepting:
@@ -562,10 +595,9 @@ class ThreadedServer(ControlLoop):
         self._accepting = accepting
 
     def _accept(self) -> None:
-        """Accept what the backlog holds (up to a batch, and the cap of held ones)."""
+        """Accept what the backlog holds (up to a batch); at the cap of held connections,
+        each new one takes the place of the oldest idle (or slowest) one."""
         for _ in range(ACCEPT_BATCH):
-            if len(self._waiting) + len(self._ready) >= MAX_HELD:
-                return
             try:
                 connection, client = self.listener.accept()
             except (BlockingIOError, ConnectionAbortedError, InterruptedError):
@@ -576,7 +608,33 @@ class ThreadedServer(ControlLoop):
                 return
             with contextlib.suppress(OSError):  # responses leave at once (not a TCP socket?)
                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if len(self._idle) + len(self._arriving) + len(self._ready) >= self.max_held:
+                self._let_one_go()
             self._hold(connection, client)
+
+    def _let_one_go(self) -> None:
+        """Make room: the connection idle the longest goes; else the one whose request has
+        been arriving the longest (a 408)."""
+        held = next(iter(self._idle.values()), None) or next(iter(self._arriving.values()), None)
+        if held is None:
+            return  # all of them wait for a thread: the cap of threads is the limit
+        if held.http is not None:
+            reason = "request too slow while the server was full"
+            with contextlib.suppress(OSError):  # best effort: the socket is non-blocking
+                held.connection.send(error_response(408, f"Bad request: {reason}\n".encode()))
+        self._close_waiting(held)
+        self._let_go += 1
+
+    def _report_let_go(self) -> None:
+        if self._let_go and time.monotonic() - self._errors.reported_at >= 1.0:
+            _logger.warning(
+                "%d connection(s) let go for newer ones: %d held, the most this process's "
+                "descriptors allow (ulimit -n)",
+                self._let_go,
+                self.max_held,
+            )
+            self._let_go = 0
+            self._errors.reported_at = time.monotonic()
 
     def _idle_deadline(self) -> float:
         return time.monotonic() + IDLE_CONNECTION_TIMEOUT
@@ -584,23 +642,30 @@ class ThreadedServer(ControlLoop):
     def _hold(self, connection: socket.socket, client: Any, received: bytes = b"") -> None:
         connection.setblocking(False)  # the loop reads request heads as they come
         held = HeldConnection(connection, client, self._idle_deadline())
-        if received:  # a request head begun before a reload
+        if received:  # a request begun before a reload
             held.http = self._http(held, received)
             held.deadline = time.monotonic() + HEAD_TIMEOUT
             if held.http.head_complete:
                 self._ready.append(held)
                 self._serve_ready()
                 return
-        self._selector.register(connection, selectors.EVENT_READ, held)
-        self._waiting[connection.fileno()] = held
+        self._wait_for_request(held)
+
+    def _wait_for_request(self, held: HeldConnection) -> None:
+        """In the selector until its request (or the rest of it) arrives."""
+        self._selector.register(held.connection, selectors.EVENT_READ, held)
+        (self._idle if held.http is None else self._arriving)[held.connection.fileno()] = held
+        self._expires(held)
+
+    def _expires(self, held: HeldConnection) -> None:
+        heapq.heappush(self._expiries, (held.deadline, next(self._expiry_order), held))
 
     def _kept_alive(self, held: HeldConnection) -> None:
         """A connection kept open after its request: wait for the next one (or, once the
         server drains, hand it to the next image or close it)."""
         if not self._draining:
             held.connection.setblocking(False)
-            self._selector.register(held.connection, selectors.EVENT_READ, held)
-            self._waiting[held.connection.fileno()] = held
+            self._wait_for_request(held)
         elif self._outcome is Outcome.RELOAD:
             self.handover.append((held.connection, held.received()))
         else:
@@ -608,24 +673,40 @@ class ThreadedServer(ControlLoop):
         self._serve_ready()
 
     def _request_arrived(self, held: HeldConnection) -> None:
-        """Bytes (or the end) came: read them; once the request head is in, a thread
-        takes the connection."""
+        """Bytes (or the end) came: read them; once the request is in (its head, and a
+        small body whole), a thread takes the connection."""
         try:
             data = held.connection.recv(READ_SIZE)
         except BlockingIOError:
             return
         except OSError:
             data = b""
-        if not data:  # closed by the client (an idle keep-alive, or mid-head)
-            self._close_waiting(held)
+        fd = held.connection.fileno()
+        if not data and not (held.http is not None and held.http.head_complete):
+            self._close_waiting(held)  # closed by the client (idle, or mid-head)
+            return
+        if not data:  # the body ended short: a thread answers it (a 400), as when reading it
+            self._to_thread(held, fd)
             return
         if held.http is None:
             held.http = self._http(held)
             held.deadline = time.monotonic() + HEAD_TIMEOUT
-        if not held.http.feed(data):
+            self._idle.pop(fd, None)
+            self._arriving[fd] = held
+            self._expires(held)
+        if held.http.head_complete:
+            held.http.feed_body(data)
+        elif held.http.feed(data) and held.http.body_missing(LOOP_BODY):
+            # A small body still coming: received here too, so a slow one holds no thread.
+            held.deadline = time.monotonic() + BODY_TIMEOUT
+            self._expires(held)
+        if not held.http.head_complete or held.http.body_missing(LOOP_BODY):
             return  # more to come
+        self._to_thread(held, fd)
+
+    def _to_thread(self, held: HeldConnection, fd: int) -> None:
         self._selector.unregister(held.connection)
-        del self._waiting[held.connection.fileno()]
+        del self._arriving[fd]
         self._ready.append(held)
         self._serve_ready()
 
@@ -636,7 +717,7 @@ class ThreadedServer(ControlLoop):
             held = self._ready[0]
             try:
                 if not self.pool.try_serve(held):
-                    return  # all --max-http-threads busy: the next connection-done resumes
+                    return  # all request threads busy: the next connection-done resumes
             except OutOfThreads as error:
                 _logger.warning("cannot start a request thread (%s): 503", error)
                 with contextlib.suppress(OSError):  # best effort: the socket is non-blocking
@@ -646,29 +727,55 @@ class ThreadedServer(ControlLoop):
 
     def _next_expiry(self) -> float | None:
         timeouts = [self._accept_retry - time.monotonic()] if not self._accepting else []
-        if self.limits.time_real or self.limits.memory_soft:
+        if self.limits.time_real or self.limits.memory_soft or self._retiring:
             timeouts.append(self._limits_checked + LIMITS_EVERY - time.monotonic())
-        if self._waiting:
-            timeouts.append(
-                min(held.deadline for held in self._waiting.values()) - time.monotonic()
-            )
+        if self._let_go:
+            timeouts.append(1.0)  # to report them
+        expiry = self._earliest_expiry()
+        if expiry is not None:
+            timeouts.append(expiry - time.monotonic())
         return max(0.0, min(timeouts)) if timeouts else None
+
+    def _earliest_expiry(self) -> float | None:
+        """The deadline of the connection due first (stale heap entries dropped on the way:
+        a connection served, closed, or given a later deadline since)."""
+        while self._expiries:
+            deadline, _, held = self._expiries[0]
+            if deadline == held.deadline and self._is_waiting(held):
+                return deadline
+            heapq.heappop(self._expiries)
+        return None
+
+    def _is_waiting(self, held: HeldConnection) -> bool:
+        with contextlib.suppress(OSError):
+            fd = held.connection.fileno()
+            return self._idle.get(fd) is held or self._arriving.get(fd) is held
+        return False
 
     def _expire_idle(self) -> None:
         """Close the connections that sent nothing for IDLE_CONNECTION_TIMEOUT, and answer
-        408 to those whose request head did not arrive within HEAD_TIMEOUT."""
+        408 to those whose request head (or small body) did not arrive in time."""
         now = time.monotonic()
-        for held in [held for held in self._waiting.values() if held.deadline <= now]:
+        while (deadline := self._earliest_expiry()) is not None and deadline <= now:
+            _, _, held = heapq.heappop(self._expiries)
             if held.http is not None:
-                reason = f"the request head took over {HEAD_TIMEOUT:g}s"
+                part = "body" if held.http.head_complete else "head"
+                took = BODY_TIMEOUT if held.http.head_complete else HEAD_TIMEOUT
+                reason = f"the request {part} took over {took:g}s"
                 log_bad_request(held.http.client_host, 408, reason)
                 with contextlib.suppress(OSError):  # best effort: the socket is non-blocking
                     held.connection.send(error_response(408, f"Bad request: {reason}\n".encode()))
             self._close_waiting(held)
 
     def _close_waiting(self, held: HeldConnection) -> None:
-        self._selector.unregister(held.connection)
-        del self._waiting[held.connection.fileno()]
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(held.connection)
+        with contextlib.suppress(OSError):
+            fd = held.connection.fileno()
+            if self._idle.get(fd) is held:
+                del self._idle[fd]
+            elif self._arriving.get(fd) is held:
+                del self._arriving[fd]
         held.connection.close()
 
     # --- limits ---
@@ -676,12 +783,15 @@ class ThreadedServer(ControlLoop):
     def _check_limits(self) -> None:
         """Once a second: a request past --limit-time-real, or the process above
         --limit-memory-soft, logs the stacks of the requests running, then reloads once the
-        others have finished (waiting LIMIT_RELOAD_GRACE at most). Not while a debugger
-        holds a request."""
+        others have finished (waiting LIMIT_RELOAD_GRACE at most), serving meanwhile. Not
+        while a debugger holds a request."""
         now = time.monotonic()
         if now - self._limits_checked < LIMITS_EVERY or self._outcome is not None:
             return
         self._limits_checked = now
+        if self._retiring is not None:
+            self._retire_when_done(now)
+            return
         if self.paused():
             return
         busy = self.busy_requests()
@@ -689,19 +799,31 @@ class ThreadedServer(ControlLoop):
         late = [t for t in busy if limit and t.request is not None and t.request.age > limit]
         if late:
             cause = f"a request ran past --limit-time-real {self.limits.time_real:g}s"
+            self._past_limits = set(late)
         else:
             resident = self.limits.over_memory_soft()
             if resident is None:
                 return
             cause = f"{resident:.0f} MiB used, above --limit-memory-soft {self.limits.memory_soft}"
-            late = busy
         from devserve import debug
 
         _logger.warning("%s: reloading once the other requests finish", cause)
-        debug.dump_stacks(late)
-        self._past_limits = set(late)
-        self.reload_grace = LIMIT_RELOAD_GRACE
-        self._reload(cause, now)
+        debug.dump_stacks(late or busy)
+        others = [(t, t.request) for t in busy if t not in self._past_limits]
+        self._retiring = (cause, now, others)
+        self._retire_when_done(now)
+
+    def _retire_when_done(self, now: float) -> None:
+        """The reload for a limit goes ahead once the requests that ran when it was decided
+        are done (or LIMIT_RELOAD_GRACE has passed): those started since are short-lived
+        and get the usual drain."""
+        assert self._retiring is not None
+        cause, since, others = self._retiring
+        running = [thread for thread, request in others if thread.request is request]
+        if running and now - since < LIMIT_RELOAD_GRACE:
+            return
+        self._retiring = None
+        self._reload(cause, since)
 
     # --- stopping ---
 
@@ -714,10 +836,12 @@ class ThreadedServer(ControlLoop):
         wait at once). Connections not being served yet: handed to the next image on a
         reload; on a stop, the idle ones are closed and those with a request served."""
         self._draining = True
-        waiting = list(self._waiting.values())
+        waiting = [*self._idle.values(), *self._arriving.values()]
         for held in waiting:
             self._selector.unregister(held.connection)
-        self._waiting.clear()
+        self._idle.clear()
+        self._arriving.clear()
+        self._expiries.clear()
         if self._outcome is Outcome.RELOAD:
             self.handover = [
                 (held.connection, held.received()) for held in (*waiting, *self._ready)
@@ -756,14 +880,60 @@ class ThreadedServer(ControlLoop):
         with self._closing:
             self._closed = True
         self.pool.close()
-        held = [*self._waiting.values(), *self._ready]
+        held = [*self._idle.values(), *self._arriving.values(), *self._ready]
         while not self.events.empty():  # kept alive after the loop ended
             event = self.events.get_nowait()
             if isinstance(event, HeldConnection):
                 held.append(event)
-        self._waiting.clear()
+        self._idle.clear()
+        self._arriving.clear()
         for connection in [*(h.connection for h in held), *(c for c, _ in self.handover)]:
             connection.close()
         self._close_loop()
         with contextlib.suppress(OSError):
             self.listener.close()
+
+
+class ErrorReport:
+    """Errors the control loop met and went on from: logged with their traceback, at most
+    once a second (a flood must not become a flood of log lines)."""
+
+    def __init__(self) -> None:
+        self.reported_at = 0.0
+        self._unreported = 0
+
+    def add(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self.reported_at < 1.0:
+            self._unreported += 1
+            return
+        more = f" ({self._unreported} more since the last report)" if self._unreported else ""
+        _logger.error("the control loop met an error and goes on%s", more, exc_info=error)
+        self.reported_at, self._unreported = now, 0
+
+
+def default_thread_cap(memory_hard_mib: int) -> int | None:
+    """How many request threads fit in the address space --limit-memory-hard leaves
+    (each reserves THREAD_STACK): beyond that, starting one would fail, so connections
+    wait their turn in the loop instead. No limit: no cap."""
+    if not memory_hard_mib:
+        return None
+    from devserve import limits
+
+    used = limits.address_space_mib()
+    spare = memory_hard_mib - used - ADDRESS_SPACE_HEADROOM
+    return max(MIN_THREADS, int(spare * limits.MIB) // THREAD_STACK)
+
+
+def held_connections_cap() -> int:
+    """How many connections the loop may hold: what the descriptor limit leaves (raised to
+    its hard maximum first), with room for the app's own files and sockets."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    return max(MIN_HELD, min(MAX_HELD, soft - DESCRIPTORS_SPARE))

@@ -16,11 +16,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from devserve.handler import HEAD_TIMEOUT
+from devserve.handler import HEAD_TIMEOUT, RATE_WINDOW
+from devserve.servers import LOOP_BODY
 from tests.integration.harness import APPS, DevserveProcess, start_in, wait_until
 from tests.integration.raw import (
     CHUNKED,
@@ -34,6 +36,7 @@ from tests.integration.raw import (
 
 LIMIT_MIB = 1  # --limit-request-body of the corpus server
 THREADS = 4  # --max-http-threads of the slow-client server
+FLOOD = 600  # slow uploads at once
 TIMEOUT = 5.0  # every request of the fuzz
 
 # --- servers: one process per module fixture ---
@@ -262,25 +265,75 @@ def test_trickling_request_heads_hold_no_thread(capped_server: DevserveProcess) 
     assert seen(server).text.count("/trickle") == 0
 
 
-def test_trickling_body_holds_one_thread(capped_server: DevserveProcess) -> None:
+def test_trickling_small_bodies_hold_no_thread(capped_server: DevserveProcess) -> None:
     server = capped_server
     before = seen(server)
-    offset = len(server.log)
-    with socket.create_connection((server.host, server.port), timeout=5) as slow:
-        slow.sendall(post(b"Content-Length: 100", body=b"0123456789"))
-        wait_until(lambda: seen(server).entered > before.entered, 5, "the app to read the body")
-        for _ in range(10):  # one thread waits for the body; the others serve
+    with contextlib.ExitStack() as stack:
+        for _ in range(THREADS * 3):  # more than there are threads
+            slow = stack.enter_context(socket.create_connection((server.host, server.port)))
+            slow.sendall(post(b"Content-Length: 100", body=b"0123456789"))
+        for _ in range(10):  # the loop holds their bodies' start: every thread is free
             started = time.monotonic()
             assert server.request("/", timeout=5).status == 200
             assert time.monotonic() - started < 1.0
-        still = seen(server)
-        assert still.text.splitlines()[before.entered] == "POST /echo -", still.text
-        assert not _answered([slow]), "the stalled body was answered"
-    # Closed by the client: the body ended short, the thread comes back.
-    server.wait_for_log(r'"POST /echo HTTP/1\.1" 400 ', timeout=5, after=offset)
-    after = seen(server)
-    assert after.completed == still.completed
-    assert after.text.splitlines()[before.entered] == "POST /echo -"
+        assert seen(server).entered == before.entered + 10  # only the quick ones
+    # The clients hung up: each request, its body cut short, never gets it whole (a 400).
+    wait_until(lambda: seen(server).entered == before.entered + 10 + THREADS * 3, 5, "400s")
+    assert seen(server).completed == before.completed + 10
+
+
+def test_a_slow_upload_flood_keeps_fast_clients_served(tmp_path: Path) -> None:
+    """Hundreds of uploads trickled a byte at a time (default settings): they hold no thread
+    and no memory to speak of; fast clients go on being served, the process lives."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4096)), hard))
+    server = _start(tmp_path, "--limit-memory-hard", "2560")
+    try:
+        stop = threading.Event()
+        with contextlib.ExitStack() as stack:
+            uploads = [
+                stack.enter_context(socket.create_connection((server.host, server.port)))
+                for _ in range(FLOOD)
+            ]
+            for upload in uploads:
+                upload.sendall(post(b"Content-Length: 100000", body=b"x"))
+            trickler = threading.Thread(target=_trickle, args=(uploads, stop), name="trickler")
+            trickler.start()
+            stack.callback(trickler.join, 10)
+            stack.callback(stop.set)
+            durations = []
+            for _ in range(20):
+                started = time.monotonic()
+                assert server.request("/", timeout=5).status == 200
+                durations.append(time.monotonic() - started)
+            assert max(durations) < 1.0, durations
+            threads = psutil.Process(server.pid).num_threads()
+            assert threads < 20, f"{threads} threads for {FLOOD} slow uploads"
+            assert server.popen.poll() is None
+    finally:
+        server.stop()
+
+
+def test_a_large_body_slower_than_the_floor_is_a_408(capped_server: DevserveProcess) -> None:
+    server = capped_server
+    offset = len(server.log)
+    before = seen(server)
+    with socket.create_connection((server.host, server.port), timeout=RATE_WINDOW + 10) as slow:
+        # Over what the loop receives: a thread reads it, and must not be held for ever.
+        slow.sendall(post(b"Content-Length: %d" % (LOOP_BODY * 2), body=b"x" * 100))
+        wait_until(lambda: seen(server).entered > before.entered, 5, "the app to read")
+        began = time.monotonic()
+        while not _answered([slow]):  # a byte now and then: never a 30 s stall
+            with contextlib.suppress(OSError):
+                slow.send(b"x")
+            assert time.monotonic() - began < RATE_WINDOW + 5, "never cut"
+            time.sleep(0.5)
+        [response] = parse_responses(read_to_end(slow).data)
+        assert response.status == 408 and b"slower than" in response.body
+    server.wait_for_log(r'"POST /echo HTTP/1\.1" 408 ', timeout=5, after=offset)
+    assert time.monotonic() - began >= RATE_WINDOW - 1
 
 
 def test_pipelined_partial_head_holds_no_thread(capped_server: DevserveProcess) -> None:

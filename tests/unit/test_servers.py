@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import time
@@ -81,36 +82,128 @@ def test_changes_during_a_reload_are_still_prepared(server: ThreadedServer) -> N
     assert prepared == [frozenset({"/late.py"})]  # compiled for the next image
 
 
-def test_accepting_resumes_when_held_idle_connections_expire(
-    server: ThreadedServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(servers, "MAX_HELD", 2)
+def test_idle_connections_expire(server: ThreadedServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(servers, "IDLE_CONNECTION_TIMEOUT", 0.2)
     server._set_accepting(True)
-    address = server.address
-    idle = [socket.create_connection(address) for _ in range(2)]
-    pump(server, lambda: len(server._waiting) == 2)
-    pump(server, lambda: not server._accepting)  # the cap: the rest waits in the backlog
-    late = socket.create_connection(address)
+    idle = [socket.create_connection(server.address) for _ in range(3)]
     try:
-        # The idle ones expire; the listener comes back and the late client is served.
-        assert get(server, late).startswith(b"HTTP/1.1 200")
+        pump(server, lambda: len(server._idle) == 3)
+        pump(server, lambda: not server._idle)  # closed once idle for 0.2 s
+        for connection in idle:
+            connection.settimeout(1)
+            assert connection.recv(10) == b""
     finally:
-        for connection in (*idle, late):
+        for connection in idle:
             connection.close()
 
 
-def test_the_cap_of_held_connections_holds_within_one_accept_batch(
-    server: ThreadedServer, monkeypatch: pytest.MonkeyPatch
+def test_at_the_cap_a_new_client_takes_the_place_of_the_oldest_idle_one(
+    server: ThreadedServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(servers, "MAX_HELD", 3)
+    server.max_held = 3
     server._set_accepting(True)
-    clients = [socket.create_connection(server.address) for _ in range(6)]
+    slow = socket.create_connection(server.address)
+    slow.sendall(b"GET / HTTP/1.1\r\nHost:")  # a head begun: let go after the idle ones
+    pump(server, lambda: len(server._arriving) == 1)
+    idle = []
+    for _ in range(2):
+        idle.append(socket.create_connection(server.address))
+        pump(server, lambda: len(server._idle) == len(idle))
+    late = socket.create_connection(server.address)
     try:
-        pump(server, lambda: len(server._waiting) == 3)
-        for _ in range(20):
-            server._step(0.01)
-        assert len(server._waiting) == 3
+        assert get(server, late).startswith(b"HTTP/1.1 200")  # served at once
+        idle[0].settimeout(1)
+        assert idle[0].recv(10) == b""  # the oldest idle one made room
+        assert len(server._arriving) == 1  # the slow one stays while idle ones can go
+        pump(server, lambda: "let go for newer ones" in caplog.text)
+    finally:
+        for connection in (slow, *idle, late):
+            connection.close()
+
+
+def test_at_the_cap_with_none_idle_the_slowest_request_goes(server: ThreadedServer) -> None:
+    server.max_held = 2
+    server._set_accepting(True)
+    slow = []
+    for _ in range(2):
+        slow.append(socket.create_connection(server.address))
+        slow[-1].sendall(b"GET / HTTP/1.1\r\nHost:")
+        pump(server, lambda: len(server._arriving) == len(slow))
+    late = socket.create_connection(server.address)
+    try:
+        assert get(server, late).startswith(b"HTTP/1.1 200")
+        slow[0].settimeout(1)
+        assert slow[0].recv(100).startswith(b"HTTP/1.1 408 ")  # the one begun first
+        assert len(server._arriving) == 1
+    finally:
+        for connection in (*slow, late):
+            connection.close()
+
+
+def test_the_loop_cost_does_not_scan_every_held_connection(server: ThreadedServer) -> None:
+    server._set_accepting(True)
+    clients = [socket.create_connection(server.address) for _ in range(200)]
+    try:
+        pump(server, lambda: len(server._idle) == 200)
+        calls = 0
+        original = server._is_waiting
+
+        def counted(held: object) -> bool:
+            nonlocal calls
+            calls += 1
+            return original(held)  # type: ignore[arg-type]
+
+        server._is_waiting = counted  # type: ignore[method-assign]
+        for _ in range(50):
+            server._step(0)
+            server._next_expiry()
+        assert calls <= 2 * 100, calls  # a look at the heap's top, not at all 200
     finally:
         for connection in clients:
             connection.close()
+
+
+def test_an_error_on_one_connection_closes_it_and_the_loop_goes_on(
+    server: ThreadedServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    server._set_accepting(True)
+    original = server._request_arrived
+    failures = [MemoryError("out of address space")]
+
+    def arrived(held: servers.HeldConnection) -> None:
+        if failures:
+            raise failures.pop()
+        original(held)
+
+    monkeypatch.setattr(server, "_request_arrived", arrived)
+    victim = socket.create_connection(server.address)
+    victim.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+    pump(server, lambda: not failures)
+    victim.settimeout(1)
+    with contextlib.suppress(ConnectionResetError):  # closed with its request unread
+        assert victim.recv(100) == b""  # closed: that connection only
+    assert "the control loop met an error and goes on" in caplog.text
+    fine = socket.create_connection(server.address)
+    try:
+        assert get(server, fine).startswith(b"HTTP/1.1 200")
+    finally:
+        for connection in (victim, fine):
+            connection.close()
+
+
+def test_the_loop_survives_an_error_of_its_own(
+    server: ThreadedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = [RuntimeError("a bug in a step"), MemoryError(), None]
+
+    def step(timeout: float | None) -> None:
+        error = steps.pop(0)
+        if error is not None:
+            raise error
+        server.handle_event(signal.SIGTERM)
+
+    monkeypatch.setattr(server, "_step", step)
+    with monkeypatch.context() as patched:  # run() without touching the process's signals
+        patched.setattr(servers, "capture_signals", lambda *args: contextlib.nullcontext())
+        assert server.run() is Outcome.STOP
+    assert steps == []
