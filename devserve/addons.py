@@ -120,7 +120,14 @@ def addon_folders(addons_paths: Iterable[str]) -> dict[str, str]:
     holding a name wins; a later one is reported (a warning naming both) and left out."""
     found: dict[str, str] = {}
     for root in dict.fromkeys(addons_paths):  # a folder given twice is no duplicate
-        for name in sorted(os.listdir(root)):
+        try:
+            names = sorted(os.listdir(root))
+        except OSError as error:  # gone (a reload after rm -rf), or unreadable
+            raise ConfigError(
+                f"cannot read addons path {root}: {error.strerror}; put the folder back, "
+                "or fix its permissions"
+            ) from None
+        for name in names:
             folder = os.path.join(root, name)
             if not (
                 os.path.isfile(os.path.join(folder, "__init__.py"))

@@ -765,6 +765,13 @@ def _addon_command(name: str, before: list[str], after: list[str]) -> type[Comma
 def _dispatch(argv: list[str]) -> int:
     if argv in (["-h"], ["--help"]):
         return Help().run([])
+    from devserve import reloader
+
+    if reloader.RELOAD_ENV in os.environ:
+        # A server's next image: the same command line, whatever became of its folders.
+        config.FOLDERS_MAY_BE_GONE = True
+        if not (argv and argv[0] in COMMANDS):
+            return COMMANDS[DEFAULT_COMMAND]().run(argv)
     position = _command_position(argv)
     if position is None:
         return COMMANDS[DEFAULT_COMMAND]().run(argv)

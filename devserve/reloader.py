@@ -121,8 +121,8 @@ def check_syntax(paths: Iterable[str]) -> list[str]:
     import py_compile
 
     problems = []
-    for path in sorted(paths):
-        if not path.endswith(".py") or not os.path.isfile(path):
+    for path in sorted(_python_files(paths)):
+        if not os.path.isfile(path):
             continue
         try:
             if sys.dont_write_bytecode:
@@ -142,6 +142,18 @@ def check_syntax(paths: Iterable[str]) -> list[str]:
         except OSError:  # unreadable, or no writable __pycache__: the import will decide
             discard_bytecode([path])
     return problems
+
+
+def _python_files(paths: Iterable[str]) -> Iterator[str]:
+    """The Python files among ``paths``, and those inside a folder among them (a folder put
+    back whole: its files are new to this process, whatever bytecode came with them)."""
+    for path in paths:
+        if path.endswith(".py"):
+            yield path
+        elif os.path.isdir(path):
+            for folder, folders, names in os.walk(path):
+                folders[:] = [f for f in folders if f != "__pycache__" and not f.startswith(".")]
+                yield from (os.path.join(folder, n) for n in names if n.endswith(".py"))
 
 
 def _syntax_problem(path: str, error: BaseException) -> str:

@@ -410,6 +410,7 @@ class InotifyBackend(Backend):
             | flags.IN_DELETE
             | flags.IN_MOVED_FROM
             | flags.IN_MOVED_TO
+            | flags.IN_ATTRIB  # a single watched path made readable again (chmod)
         )
         self._inotify = (
             _evented_inotify() if _evented() else inotify.adapters.Inotify(block_duration_s=1)
@@ -513,6 +514,11 @@ class InotifyBackend(Backend):
             root = self._roots_of.get(folder)
             if root is None:
                 continue
+            if path in self._files and not header.mask & flags.IN_CLOSE_WRITE:
+                self.emit(path)  # a single watched path appeared, went or changed mode
+                continue
+            if header.mask & flags.IN_ATTRIB:
+                continue  # a mode or a time set on a file of the tree: no change of code
             if header.mask & flags.IN_ISDIR:
                 appeared = header.mask & (flags.IN_CREATE | flags.IN_MOVED_TO)
                 if appeared and root and self.path_filter.watches_dir(path, root):
@@ -603,8 +609,10 @@ class WatchdogBackend(Backend):
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.is_directory or event.event_type in ("opened", "closed_no_write"):
+                if event.event_type in ("opened", "closed_no_write"):
                     return
+                if event.is_directory and os.fsdecode(event.src_path) not in backend._files:
+                    return  # a folder, unless a single watched path (an addons folder)
                 for raw in (event.src_path, getattr(event, "dest_path", "")):
                     path = os.fsdecode(raw)
                     if path in backend._files or (

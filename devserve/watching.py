@@ -80,7 +80,14 @@ class ReloadWatch:
         named = [path for path in self.settings.reload_path if not os.path.isdir(path)]
         folders = [*(os.path.dirname(root) for root in packages), os.getcwd()]
         outside = [folder for folder in folders if not project.is_library(folder)]
-        return list(dict.fromkeys([*self.files, *named, *project.config_files(outside)]))
+        # An addons folder gone (or unreadable): watched from its parent, to come back.
+        unreadable = [
+            folder
+            for folder in self.settings.addons_path
+            if not os.access(folder, os.R_OK | os.X_OK)
+        ]
+        files = [*self.files, *named, *unreadable, *project.config_files(outside)]
+        return list(dict.fromkeys(files))
 
     # --- lifecycle ---
 
@@ -128,9 +135,13 @@ class ReloadWatch:
                 since=self.since,
             )
             took = self.watcher.start()
+        gone = [folder for folder in self.settings.addons_path if not os.path.isdir(folder)]
         _logger.info(
-            "watching %s with %s (ready in %.0f ms)",
-            reloader.describe_paths(roots, limit=6) or "nothing",
+            "watching %s%s with %s (ready in %.0f ms)",
+            reloader.describe_paths(roots, limit=6) or ("" if gone else "nothing"),
+            f"{' and ' if roots else ''}for {reloader.describe_paths(gone)} to come back"
+            if gone
+            else "",
             self.watcher.describe(),
             took * 1000,
         )

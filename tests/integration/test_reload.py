@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -729,3 +730,57 @@ def test_stop_while_the_new_image_imports_is_clean(devserve: StartDevserve, tmp_
     server.signal(signal.SIGTERM)
     assert server.wait_exit(timeout=15) == 0
     assert not pidfile.exists()
+
+
+# --- the addons folder goes away ---
+
+
+@pytest.mark.parametrize("given", ["positional", "--addons-path"])
+def test_addons_folder_removed_then_put_back(
+    devserve: StartDevserve, addons: Path, tmp_path: Path, given: str
+) -> None:
+    """rm -rf addons, then the folder back (a checkout, a copy): the reloaded image serves
+    the error page meanwhile and watches for the folder, whatever its command line says."""
+    target = ["--addons-path", "addons"] if given == "--addons-path" else ["addons"]
+    server = devserve("-p", "0", "--dev", "reload", *target, cwd=tmp_path)
+    wait_watching(server)
+    assert version_of(server) == "v1"
+    saved = tmp_path / "saved"
+    shutil.copytree(addons, saved)
+    shutil.rmtree(addons)
+    wait_reloads(server, 1)
+    page = server.request("/version")
+    assert page.status == 500 and "cannot read addons path" in page.text
+    wait_watching(server, images=2)
+    shutil.copytree(saved, addons)
+    wait_until(lambda: version_of(server) == "v1", 15, "the addons to be served again")
+    assert server.popen.poll() is None
+    assert (
+        "unknown command" not in server.log
+        and "Traceback" not in server.log.split("serving the error")[0]
+    )
+
+
+def test_addons_folder_removed_before_the_watches_are_set(
+    devserve: StartDevserve, addons: Path, tmp_path: Path
+) -> None:
+    server = devserve("-p", "0", "--dev", "reload", "addons", cwd=tmp_path)
+    saved = tmp_path / "saved"
+    shutil.copytree(addons, saved)
+    shutil.rmtree(addons)  # likely before the watcher is set up (250 ms after serving)
+    wait_watching(server)
+    assert "watching nothing" not in server.log  # "for addons to come back", or "addons"
+    shutil.copytree(saved, addons)
+    set_version(addons / "demo", "v2")
+    wait_until(lambda: version_of(server) == "v2", 15, "the new code to be served")
+
+
+def test_a_missing_addons_folder_at_first_start_is_one_line(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    from tests.integration.harness import assert_one_line_error, run_cli
+
+    cases = [(["gone"], 3), (["--dev", "reload", "gone"], 3), (["--addons-path", "gone"], 2)]
+    for args, code in cases:  # a bad option value is a usage error (2)
+        result = run_cli(["-p", "0", *args], cwd=tmp_path, env=env)
+        assert_one_line_error(result, code, "'gone' does not exist")

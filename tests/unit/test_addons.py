@@ -295,3 +295,19 @@ def test_syntax_error_in_an_addon_names_file_and_line(
     message = str(caught.value)
     assert "SyntaxError" in message
     assert f"({tmp_path / name / '__init__.py'}, line 4)" in message
+
+
+def test_an_unreadable_addons_folder_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(path: str) -> list[str]:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(addons.os, "listdir", refused)
+    with pytest.raises(ConfigError, match=r"cannot read addons path .*: Permission denied; "):
+        addons.discover([str(tmp_path)])
+
+
+def test_a_gone_addons_folder_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read addons path .*gone: No such file"):
+        addons.discover([str(tmp_path / "gone")])

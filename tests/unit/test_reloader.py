@@ -5,6 +5,7 @@ import importlib.util
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +63,25 @@ def test_check_syntax_error_names_file_line_message_and_source(cwd: Path) -> Non
     assert reloader.check_syntax([str(broken)]) == [
         "shop/models.py, line 2: expected ':'\n    if lines"
     ]
+
+
+def test_check_syntax_of_a_folder_put_back_compiles_every_file_in_it(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder that came back whole (a checkout, a copy): its files are all new, and the
+    bytecode that came with them may be stale; each is compiled (hash-checked) again."""
+    import importlib.util
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    addon = cwd / "addons" / "shop"
+    (addon / "__pycache__").mkdir(parents=True)
+    (addon / "__pycache__" / "ignored.py").write_text("not python(\n", encoding="utf-8")
+    (addon / "views.py").write_text("VERSION = 'v2'\n", encoding="utf-8")
+    (addon / "broken.py").write_text("def f(:\n", encoding="utf-8")
+    problems = reloader.check_syntax([str(cwd / "addons")])
+    assert [p.split(",")[0] for p in problems] == ["addons/shop/broken.py"]
+    cached = Path(importlib.util.cache_from_source(str(addon / "views.py")))
+    assert cached.read_bytes()[4:8] == b"\x03\x00\x00\x00"  # flags: checked hash
 
 
 def test_check_syntax_one_message_per_broken_file_in_order(cwd: Path) -> None:

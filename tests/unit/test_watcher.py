@@ -998,3 +998,13 @@ def test_a_deleted_file_on_its_own_is_reported(tmp_path: Path, start_watcher: St
     _watcher, recorder = start_watcher([tmp_path / "pkg"], backend="inotify")
     gone.unlink()
     assert recorder.wait_for(gone), recorder.batches
+
+
+def test_backend_reports_a_single_watched_folder_coming_back(
+    start_backend: StartBackend, tree: Path, tmp_path: Path
+) -> None:
+    """An addons folder gone (rm -rf): watched as a single path from its parent."""
+    gone = tmp_path / "addons"
+    watched = start_backend(files=(gone,))
+    gone.mkdir()
+    assert watched.wait_for(gone), watched.recorder.paths
