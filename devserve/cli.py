@@ -444,8 +444,9 @@ def _run_server(
     evented: bool,
     remembered: list[str],
 ) -> int:
-    from devserve import app, reloader, servers, watching
+    from devserve import app, limits, reloader, servers, watching
 
+    limits.raise_open_files()  # every mode: as many connections as the system allows
     sock = reloader.adopt_socket() or _evented_child_socket(evented)
     sock = sock or servers.bind_socket(settings.http_interface, settings.http_port)
     if "werkzeug" in settings.dev:

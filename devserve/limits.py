@@ -18,6 +18,7 @@ __all__ = [
     "arm_cpu_limit",
     "cap_malloc_arenas",
     "cpu_seconds",
+    "raise_open_files",
     "resident_mib",
     "set_memory_hard",
 ]
@@ -76,6 +77,16 @@ def set_memory_hard(mebibytes: int) -> None:
     if hard != resource.RLIM_INFINITY and limit > hard:
         limit = hard
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def raise_open_files() -> None:
+    """The descriptor limit to its maximum (as servers do): the soft default, often 1024,
+    would cap the connections a server holds far below what the system allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def cap_malloc_arenas() -> None:

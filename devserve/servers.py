@@ -926,14 +926,11 @@ def default_thread_cap(memory_hard_mib: int) -> int | None:
 
 
 def held_connections_cap() -> int:
-    """How many connections the loop may hold: what the descriptor limit leaves (raised to
-    its hard maximum first), with room for the app's own files and sockets."""
+    """How many connections the loop may hold: what the descriptor limit leaves, with room
+    for the app's own files and sockets."""
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_HELD
     return max(MIN_HELD, min(MAX_HELD, soft - DESCRIPTORS_SPARE))

@@ -239,6 +239,67 @@ def test_gevent_missing_says_how_to_install(env: dict[str, str]) -> None:
     assert_one_line_error(completed, ExitCode.CONFIG, "pip install 'devserve[gevent]'")
 
 
+def long_polls(host: str, port: int, count: int, seconds: float) -> list[bytes]:
+    """``count`` requests to /sleep held at once, each on its own connection (one thread,
+    non-blocking sockets): the first bytes each one got back, once all were answered."""
+    import resource
+    import selectors
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 512)), hard))
+    selector = selectors.DefaultSelector()
+    answers: dict[socket.socket, bytes] = {}
+    try:
+        for _ in range(count):
+            sock = socket.create_connection((host, port), timeout=10)
+            sock.sendall(b"GET /sleep?s=%g HTTP/1.1\r\nHost: x\r\n\r\n" % seconds)
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+            answers[sock] = b""
+        deadline = time.monotonic() + seconds + 20
+        pending = set(answers)
+        while pending and time.monotonic() < deadline:
+            for key, _ in selector.select(1.0):
+                sock = key.fileobj
+                try:
+                    data = sock.recv(4096)
+                except (BlockingIOError, ConnectionResetError):
+                    data = b""
+                answers[sock] += data
+                selector.unregister(sock)
+                pending.discard(sock)
+        return list(answers.values())
+    finally:
+        for sock in answers:
+            sock.close()
+        selector.close()
+
+
+@pytest.mark.parametrize("where", ["gevent", "evented-child"])
+def test_more_than_1024_long_polls_are_all_answered(
+    devserve: StartDevserve, app_dir: Path, background: list[threading.Thread], where: str
+) -> None:
+    """Connections on descriptors past 1024 (no select() anywhere), and a quick request
+    answered meanwhile."""
+    if where == "gevent":
+        server = devserve("gevent", "-p", "0", "geventapp:app", cwd=app_dir)
+        host, port = server.host, server.port
+    else:
+        server, port = start_with_child(devserve, app_dir)
+        host = "127.0.0.1"
+    answers: list[bytes] = []
+    start_in_background(background, lambda: answers.extend(long_polls(host, port, 1100, 3)))
+    wait_until(lambda: stats(host, port)["running"] >= 1000, 20, "1000 long-polls in the app")
+    started = time.monotonic()
+    assert get(host, port, "/")[0] == 200
+    assert time.monotonic() - started < 1.0
+    wait_until(lambda: len(answers) == 1100, 40, "the long-polls to end")
+    assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers), {
+        answer[:40] for answer in answers if not answer.startswith(b"HTTP/1.1 200 ")
+    }
+    assert "filedescriptor out of range" not in server.log
+
+
 # --- prefork's evented child ---
 
 

@@ -316,6 +316,34 @@ def test_a_slow_upload_flood_keeps_fast_clients_served(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_many_slow_connections_never_stall_a_new_client(tmp_path: Path) -> None:
+    """1,500 connections trickling their heads (more than the old fixed cap of 512): a new
+    client is still answered at once."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4096)), hard))
+    server = _start(tmp_path)
+    stop = threading.Event()
+    try:
+        with contextlib.ExitStack() as stack:
+            slow = []
+            for index in range(1500):
+                sock = stack.enter_context(socket.create_connection((server.host, server.port)))
+                sock.sendall(b"GET /slow/%d HTTP/1.1\r\nHost: x\r\nX-Slow: " % index)
+                slow.append(sock)
+            trickler = threading.Thread(target=_trickle, args=(slow, stop), name="trickler")
+            trickler.start()
+            stack.callback(trickler.join, 10)
+            stack.callback(stop.set)
+            for _ in range(10):
+                started = time.monotonic()
+                assert server.request("/", timeout=5).status == 200
+                assert time.monotonic() - started < 1.0
+    finally:
+        server.stop()
+
+
 def test_a_large_body_slower_than_the_floor_is_a_408(capped_server: DevserveProcess) -> None:
     server = capped_server
     offset = len(server.log)
