@@ -222,7 +222,7 @@ class Server(Command):
 
 
 class Gevent(Server):
-    """Serve on gevent's evented server: many idle connections (long-polling), one process."""
+    """Serve under gevent, a greenlet per connection: many idle connections (long-polling)."""
 
     def run(self, args: list[str]) -> int:
         from devserve import evented

@@ -1,6 +1,7 @@
 """The app benchmarks/gevent.py serves: ``/poll?seconds=S`` answers after waiting S seconds
 (default 10) with ``time.sleep``, which gevent mode patches into a cooperative wait and which
-holds a thread in threaded mode; ``/quick`` answers at once; ``/stats`` answers, as JSON, how
+holds a thread in threaded mode; ``/quick`` answers at once; ``/upload`` reads the request
+body whole, then answers its length; ``/stats`` answers, as JSON, how
 many requests are inside ``/poll`` now (``polling``), the most there were at once (``peak``)
 and how many finished their wait (``done``)."""
 
@@ -43,6 +44,9 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     path = environ.get("PATH_INFO")
     if path == "/poll":
         return _answer(start_response, _poll(environ), "text/plain; charset=utf-8")
+    if path == "/upload":
+        length = len(environ["wsgi.input"].read())
+        return _answer(start_response, b"%d\n" % length, "text/plain; charset=utf-8")
     if path == "/stats":
         with _lock:
             body = json.dumps(_counts).encode()
