@@ -27,7 +27,9 @@ connections: the ``in`` column says how many got in). While it runs (``--window`
 a second client sends
 ``/quick`` on a new connection every 0.25 s (5 s timeout): p50 and max latency of those
 answered 200, and how many failed (an error, a timeout, another status). Then: whether the
-server process lived through it, its peak RSS (with its children) and threads.
+server process lived through it, its peak RSS (with its children) and threads, and the CPU
+it used meanwhile (% of one core: a loop whose cost grows with the connections held burns
+one under a slowloris flood).
 
 Run with the Python of a virtualenv with devserve, gevent and gunicorn (the ``bench`` and
 ``gevent`` extras), from the repository root::
@@ -105,6 +107,7 @@ class Result:
     survived: bool = True
     peak_rss: float = 0.0  # MiB
     peak_threads: int = 0
+    cpu: float = 0.0  # the server's CPU use during the window, in % of one core
     flood_in: int = 0  # connections of the flood in place
     error: str = ""
 
@@ -194,14 +197,15 @@ def probe(port: int) -> float | None:
     return time.perf_counter() - started if ok else None
 
 
-def usage(pid: int) -> tuple[float, int]:
-    """RSS (MiB, with children) and threads of the server's process tree now."""
+def usage(pid: int) -> tuple[float, int, float]:
+    """RSS (MiB, with children), threads and CPU seconds of the server's process tree."""
     try:
         tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
         rss = sum(p.memory_info().rss for p in tree) / (1 << 20)
-        return rss, sum(p.num_threads() for p in tree)
+        cpu = sum(sum(p.cpu_times()[:2]) for p in tree)
+        return rss, sum(p.num_threads() for p in tree), cpu
     except psutil.Error:
-        return 0.0, 0
+        return 0.0, 0, 0.0
 
 
 def wait_ready(port: int) -> bool:
@@ -229,17 +233,18 @@ def measure(flood: str, server: str, command: list[str], count: int, window: flo
             attack = Flood(flood, count, port)
             attack.start()
             result.flood_in = len(attack.socks)
-            ends = time.monotonic() + window
-            while time.monotonic() < ends:
+            began, (_, _, cpu_before) = time.monotonic(), usage(process.pid)
+            while time.monotonic() < began + window:
                 seconds = probe(port)
                 if seconds is None:
                     result.failures += 1
                 else:
                     result.latencies.append(seconds)
-                rss, threads = usage(process.pid)
+                rss, threads, cpu = usage(process.pid)
                 result.peak_rss = max(result.peak_rss, rss)
                 result.peak_threads = max(result.peak_threads, threads)
                 time.sleep(PROBE_EVERY)
+            result.cpu = 100 * (cpu - cpu_before) / (time.monotonic() - began)
             result.survived = process.poll() is None
         finally:
             if attack is not None:
@@ -264,7 +269,7 @@ def ms(value: float | None) -> str:
 def report(results: list[Result]) -> None:
     print(
         f"{'flood':<16} {'server':<17} {'in':>6} {'p50 ms':>7} {'max ms':>7} {'failed':>6} "
-        f"{'alive':>5} {'RSS MiB':>8} {'threads':>7}"
+        f"{'alive':>5} {'RSS MiB':>8} {'threads':>7} {'CPU %':>6}"
     )
     for r in results:
         if r.error:
@@ -275,7 +280,7 @@ def report(results: list[Result]) -> None:
         print(
             f"{r.flood:<16} {r.server:<17} {r.flood_in:>6} {ms(p50):>7} {ms(worst):>7} "
             f"{r.failures:>6} {'yes' if r.survived else 'NO':>5} {r.peak_rss:>8.0f} "
-            f"{r.peak_threads:>7}"
+            f"{r.peak_threads:>7} {r.cpu:>6.0f}"
         )
 
 
