@@ -495,6 +495,7 @@ def _run_server(
         on_changes=watch.on_changes,
         on_imported=watch.learned if settings.reload else None,
     )
+    server.changes_quiet_for = watch.quiet_for  # a reload waits for a checkout to end
     evented_child = bool(getattr(server, "parent", None))  # the prefork master's
 
     def announce() -> None:

@@ -182,6 +182,7 @@ class GeventServer(ControlLoop):
                 self.listener.close()  # this process's descriptor: new clients are refused
                 self._log_stopping()
             self._drain()
+            self._let_writes_settle()
             if self._outcome is Outcome.RELOAD:
                 # Held from here to the new image's handlers: none may take a default action.
                 signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)

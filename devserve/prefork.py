@@ -190,6 +190,7 @@ class PreforkServer(ControlLoop):
             while self._outcome is None:
                 self._maintain()
                 self._step(HEARTBEAT_EVERY)
+            self._let_writes_settle()
             if self._outcome is Outcome.RELOAD:
                 # The workers serve on through the exec; the next image adopts them.
                 self.worker_handover = [*self.workers.values(), *self.old.values()]
@@ -203,7 +204,7 @@ class PreforkServer(ControlLoop):
                 self._stop_workers()
         return self._outcome
 
-    def _step(self, timeout: float) -> None:
+    def _step(self, timeout: float | None) -> None:
         for key, _ in self._selector.select(timeout):
             if key.data == "wake":
                 self._handle_events()

@@ -79,6 +79,8 @@ ADDRESS_SPACE_HEADROOM = 256  # MiB of --limit-memory-hard kept for the app's al
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LIMITS_EVERY = 1.0  # seconds between two checks of the threaded server's limits
 LIMIT_RELOAD_GRACE = 60.0  # a reload for a limit waits this long for the other requests
+LATE_QUIET = 0.05  # before the exec: seconds without a change reported, if any came late
+SETTLE_MAX = 2.0  # ...but no longer than this after the reload was decided
 
 
 class Outcome(enum.Enum):
@@ -333,6 +335,10 @@ class ControlLoop:
         self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
         self._draining = False
         self._outcome: Outcome | None = None
+        self._last_change = 0.0  # time.monotonic() of a change reported during a reload
+        self._late_paths: set[str] = set()  # the files a reload for changes is for
+        # Seconds since the watcher saw a file change (set by who watches; never: infinite).
+        self.changes_quiet_for: Callable[[], float] = lambda: float("inf")
         self.unfinished = 0  # requests cut short when run() returned
         # After a reload: for the next image, connections with what was read of their request.
         self.handover: list[tuple[socket.socket, bytes]] = []
@@ -393,16 +399,43 @@ class ControlLoop:
 
     def _reload_asked(self, event: Any) -> None:
         if self._outcome is Outcome.RELOAD and isinstance(event, FileChanges):
-            self._wants_reload(event)  # the next image loads them: prepare their bytecode
+            # The next image loads them too: their bytecode prepared, and the reload's
+            # line names them (a checkout the watcher saw in two batches is one reload).
+            self._late_paths |= self._wants_reload(event)
+            self._last_change = time.monotonic()
         elif self._outcome is not None:
             return
         elif event == signal.SIGHUP:
             self._reload("SIGHUP", time.monotonic())
         elif isinstance(event, FileChanges) and (reloading := self._wants_reload(event)):
+            self._late_paths = set(reloading)
             self._reload(describe_paths(reloading), event.first_seen)
 
     def _reloading(self) -> bool:
         return self._outcome is Outcome.RELOAD
+
+    def _let_writes_settle(self) -> None:
+        """Before the exec: while files still change (a checkout that a busy machine writes
+        slowly, its writes further apart than a batch's quiet time), wait until they stop
+        (at most SETTLE_MAX after the reload was decided), so the next image loads the whole
+        tree, not half of it, and one checkout stays one reload."""
+        if self.reload is None:
+            return
+        cap = self.reload.decided + SETTLE_MAX
+        while self._outcome is Outcome.RELOAD:
+            now = time.monotonic()
+            wait = LATE_QUIET - min(self.changes_quiet_for(), now - self._last_change)
+            if wait <= 0 or now >= cap:
+                break
+            self._step(min(wait, cap - now))
+        if self._last_change and self.reload is not None:
+            self.reload = dataclasses.replace(self.reload, cause=describe_paths(self._late_paths))
+
+    def _step(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` for events and handle them (a mode adds its own)."""
+        for key, _ in self._selector.select(timeout):
+            if key.data == "wake":
+                self._handle_events()
 
     def _wants_reload(self, changes: FileChanges) -> frozenset[str]:
         return self.on_changes(changes) if self.on_changes is not None else frozenset()
@@ -564,6 +597,7 @@ class ThreadedServer(ControlLoop):
                 self.listener.close()  # new clients are refused from now on
                 self._log_stopping()
             self._drain()
+            self._let_writes_settle()
             if self._outcome is Outcome.RELOAD:
                 # Held from here to the new image's handlers: none may take a default action.
                 signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)

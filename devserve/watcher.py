@@ -264,6 +264,7 @@ class Debouncer:
         self.quiet = quiet
         self.max_wait = max_wait
         self._paths: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.last_put = 0.0  # time.monotonic() of the last path reported
         self._thread = threading.Thread(target=self._run, name="devserve.watcher", daemon=True)
         self._thread.kind = "watcher"  # type: ignore[attr-defined]
 
@@ -271,6 +272,7 @@ class Debouncer:
         self._thread.start()
 
     def put(self, path: str) -> None:
+        self.last_put = time.monotonic()
         self._paths.put(path)
 
     def stop(self, timeout: float = 1.0) -> None:
@@ -828,6 +830,13 @@ class Watcher:
 
     def describe(self) -> str:
         return " + ".join(backend.name for backend in self.backends) or "nothing"
+
+    def quiet_for(self) -> float:
+        """Seconds since a watched file last changed (infinite before any change)."""
+        debouncer: Debouncer | None = getattr(self, "_debouncer", None)
+        if debouncer is None or not debouncer.last_put:
+            return float("inf")
+        return time.monotonic() - debouncer.last_put
 
     def cancel(self) -> None:
         """Make a start() under way (in another thread) end early: a stop is coming."""

@@ -173,6 +173,10 @@ class ReloadWatch:
             if os.path.isabs(folder) and not project.is_library(folder):
                 self._learned.put(folder)
 
+    def quiet_for(self) -> float:
+        """Seconds since a watched file last changed (infinite before any, or unwatched)."""
+        return self.watcher.quiet_for() if self.watcher is not None else float("inf")
+
     def remember(self) -> None:
         """Before an exec: the next image watches the folders this one learned from its
         start, before it imports them again."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import socket
 import time
@@ -207,3 +208,30 @@ def test_the_loop_survives_an_error_of_its_own(
         patched.setattr(servers, "capture_signals", lambda *args: contextlib.nullcontext())
         assert server.run() is Outcome.STOP
     assert steps == []
+
+
+def test_a_reload_waits_for_late_writes_and_names_every_file(server: ThreadedServer) -> None:
+    server.on_changes = lambda changes: changes.paths
+    server.handle_event(FileChanges(frozenset({"/app/a.py"}), time.monotonic()))
+    assert server._outcome is Outcome.RELOAD
+    server.handle_event(FileChanges(frozenset({"/app/b.py"}), time.monotonic()))  # late
+    answers = iter([0.0, 0.0, 0.01])  # the watcher still sees writes, then they stop
+    server.changes_quiet_for = lambda: next(answers, 10.0)
+    started = time.monotonic()
+    server._let_writes_settle()
+    assert time.monotonic() - started >= servers.LATE_QUIET  # after the last late batch
+    assert next(answers, None) is None  # asked until quiet
+    assert server.reload is not None and server.reload.cause == "/app/a.py, /app/b.py"
+
+
+def test_the_wait_for_late_writes_is_capped(server: ThreadedServer) -> None:
+    server.on_changes = lambda changes: changes.paths
+    server.handle_event(FileChanges(frozenset({"/app/a.py"}), time.monotonic()))
+    assert server.reload is not None
+    server.reload = dataclasses.replace(
+        server.reload, decided=time.monotonic() - servers.SETTLE_MAX + 0.1
+    )
+    server.changes_quiet_for = lambda: 0.0  # a writer that never stops
+    started = time.monotonic()
+    server._let_writes_settle()
+    assert time.monotonic() - started < 1.0
