@@ -725,6 +725,8 @@ def _command_position(argv: list[str]) -> int | None:
             position += 2
         elif word.startswith(_LOCATING_PREFIXES) or os.path.isdir(word):
             position += 1
+        elif config.FOLDERS_MAY_BE_GONE and not word.startswith("-"):
+            position += 1  # an addons folder gone since the image before took this line
         elif word.startswith("-") or _looks_like_target(word):
             return None
         else:
@@ -772,8 +774,6 @@ def _dispatch(argv: list[str]) -> int:
     if reloader.RELOAD_ENV in os.environ:
         # A server's next image: the same command line, whatever became of its folders.
         config.FOLDERS_MAY_BE_GONE = True
-        if not (argv and argv[0] in COMMANDS):
-            return COMMANDS[DEFAULT_COMMAND]().run(argv)
     position = _command_position(argv)
     if position is None:
         return COMMANDS[DEFAULT_COMMAND]().run(argv)

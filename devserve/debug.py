@@ -200,18 +200,18 @@ def check_socket_safety(sock: Any, allow_remote: bool) -> None:
 
 
 FAILURES_ENV = "DEVSERVE_DEBUGGER_FAILURES"  # wrong PINs so far, across reloads
-KEPT_TRACEBACKS = 20  # the frames of older tracebacks are let go (their consoles end)
+# Frames kept for their consoles (about the last 20 tracebacks of a web framework's depth):
+# older ones are let go, and their consoles end.
+KEPT_FRAMES = 1000
 
 
 def debugger(app: Any, interface: str, pin: str | None, trusted: Iterable[str]) -> Any:
     """The app behind Werkzeug's interactive debugger (a console on every traceback frame).
     ``pin``: a fixed PIN, ``"off"``, or None for Werkzeug's machine-derived one."""
-    import collections
-
     from werkzeug.debug import DebuggedApplication
 
     class Debugger(DebuggedApplication):
-        kept: collections.deque[list[int]]  # the frame keys of each traceback, oldest first
+        pruning = threading.Lock()
         ipv6_hosts: set[str]  # the trusted hosts that are IPv6 literals, as "[::1]"
 
         def __call__(self, environ: Any, start_response: Any) -> Any:
@@ -228,16 +228,20 @@ def debugger(app: Any, interface: str, pin: str | None, trusted: Iterable[str]) 
             return super().__call__(environ, start_response)
 
         def debug_application(self, environ: Any, start_response: Any) -> Any:
-            known = len(self.frames)
             try:
                 yield from super().debug_application(environ, start_response)
             finally:  # also when the server stops iterating (a client gone)
-                if len(self.frames) > known:  # a traceback was kept: the last ones stay
-                    self.kept.append(list(self.frames)[known:])
-                while len(self.kept) > KEPT_TRACEBACKS:
-                    for key in self.kept.popleft():
-                        self.frames.pop(key, None)
-                        self.frame_contexts.pop(key, None)
+                if len(self.frames) > KEPT_FRAMES:
+                    self.forget_old_frames()
+
+        def forget_old_frames(self) -> None:
+            """The oldest frames go first (the dict keeps them in order), the console's
+            own (key 0) stays; with a lock: tracebacks may come from many threads."""
+            with self.pruning:
+                keys = [key for key in self.frames if key != 0]
+                for key in keys[: max(0, len(self.frames) - KEPT_FRAMES)]:
+                    self.frames.pop(key, None)
+                    self.frame_contexts.pop(key, None)
 
         def check_host_trust(self, environ: Any) -> bool:
             # Werkzeug cuts "[::1]" at its first colon: IPv6 literals are matched here.
@@ -247,7 +251,6 @@ def debugger(app: Any, interface: str, pin: str | None, trusted: Iterable[str]) 
             return bool(super().check_host_trust(environ))
 
     wrapped = Debugger(app, evalex=True, pin_security=pin != "off", pin_logging=False)
-    wrapped.kept = collections.deque()
     if pin:
         # Werkzeug computes its (PIN, cookie name) pair on first use, overwriting a PIN set
         # before: have it computed now, then set ours.

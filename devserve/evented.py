@@ -205,9 +205,13 @@ class GeventServer(ControlLoop):
                 _logger.warning("cannot accept connections: %s", error.strerror)
                 gevent.sleep(1.0)
                 continue
-            with contextlib.suppress(OSError):  # responses leave at once
-                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.connections.spawn(self._serve, connection, client, b"")
+            try:
+                with contextlib.suppress(OSError):  # responses leave at once
+                    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.connections.spawn(self._serve, connection, client, b"")
+            except Exception as error:  # that connection goes; accepting goes on
+                self._errors.add(error)
+                connection.close()
 
     def _adopt(self, connection: socket.socket, received: bytes) -> None:
         try:

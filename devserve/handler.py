@@ -137,6 +137,8 @@ class HTTPConnection:
         self.unread = False  # closed with a request body still coming
         self._head = bytearray()  # the raw bytes of the request head being received
         self._head_fed = False  # h11 has bytes of this request (empty lines before are not)
+        self._h11_fed = 0  # how much of _head h11 has (the loop may hold more of a body)
+        self._body_length: int | None = None  # the body the loop receives (0: none)
         self._head_deadline = 0.0  # once it has begun (0: not yet)
         self._read_ahead: Any = None  # what feed() found: an event or a protocol error
         self._body_read = 0
@@ -161,20 +163,33 @@ class HTTPConnection:
         receive them before a thread serves it: a Content-Length of at most ``limit``, no
         100-continue expected (the client waits for it), and a head that passes the
         checks (a refused one is answered at once). Else 0, as when it is all in."""
+        if self._body_length is None:
+            self._body_length = self._loop_body_length(limit)
+        if not self._body_length:
+            return 0
+        head_end = _HEAD_END.search(self._head)
+        received = len(self._head) - head_end.end() if head_end else 0
+        return max(0, self._body_length - received)
+
+    def _loop_body_length(self, limit: int) -> int:
         request = self._read_ahead
         if not isinstance(request, h11.Request) or self.h11.they_are_waiting_for_100_continue:
             return 0
         length = _content_length(request)
         if not length or length > limit or _check(request, self._head, self.server):
             return 0
-        head_end = _HEAD_END.search(self._head)
-        received = len(self._head) - head_end.end() if head_end else 0
-        return max(0, length - received)
+        return length
 
     def feed_body(self, data: bytes) -> None:
-        """More of the request, read by the control loop once the head is in."""
+        """More of the request, read by the control loop once the head is in. Kept once,
+        here: h11 gets it when a thread takes the request (``body_in``)."""
         self._head += data
-        self.h11.receive_data(data)
+
+    def body_in(self) -> None:
+        """A thread takes the request: h11 gets what the loop received of its body."""
+        if self._h11_fed < len(self._head):
+            self.h11.receive_data(bytes(self._head[self._h11_fed :]))
+            self._h11_fed = len(self._head)
 
     def feed(self, data: bytes) -> bool:
         """Take bytes read by someone else (the control loop reads request heads without
@@ -242,6 +257,7 @@ class HTTPConnection:
         return None
 
     def _read_head(self) -> Any:
+        self.body_in()
         read_ahead, self._read_ahead = self._read_ahead, None
         if isinstance(read_ahead, Exception):
             raise read_ahead
@@ -269,12 +285,14 @@ class HTTPConnection:
         self._head += data
         if self._head_fed:
             self.h11.receive_data(data)
+            self._h11_fed = len(self._head)
             return
         start = _EMPTY_LINES.match(self._head).end()  # type: ignore[union-attr]
         del self._head[:start]
         if self._head and self._head != b"\r":  # a request line has begun
             self._head_fed = True
             self.h11.receive_data(bytes(self._head))
+            self._h11_fed = len(self._head)
 
     def _recv(self) -> bytes:
         if self.h11.they_are_waiting_for_100_continue and not self._responding:
@@ -370,7 +388,8 @@ class HTTPConnection:
         following, closed = self.h11.trailing_data
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._responding = False
-        self._head, self._head_fed = bytearray(), False
+        self._head, self._head_fed, self._h11_fed = bytearray(), False, 0
+        self._body_length = None
         self._take(following)  # a pipelined request's start
         if closed:
             self.h11.receive_data(b"")
@@ -740,20 +759,20 @@ class ChunkedBody:
         self._trailers = 0
 
     def check(self, data: bytes) -> tuple[int, str] | None:
-        view = memoryview(data)
-        while view and self._state != "done":
+        at = 0
+        while at < len(data) and self._state != "done":
             if self._state == "data":
-                taken = min(self._data_left, len(view))
+                taken = min(self._data_left, len(data) - at)
                 self._data_left -= taken
-                view = view[taken:]
+                at += taken
                 if not self._data_left:
                     self._state = "data-end"
                 continue
             # A line: a chunk's size, the end of its data, or a trailer.
-            end = bytes(view).find(b"\n")
-            taken = len(view) if end < 0 else end + 1
-            self._line += view[:taken]
-            view = view[taken:]
+            end = data.find(b"\n", at)
+            upto = len(data) if end < 0 else end + 1
+            self._line += data[at:upto]
+            at = upto
             problem = None
             if len(self._line) > MAX_CHUNK_LINE + 2:  # its CRLF apart
                 problem = f"a chunk line over {MAX_CHUNK_LINE} bytes"

@@ -26,6 +26,7 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+OPEN_FILES = 65536  # the descriptor limit devserve raises its own to, when it may
 M_ARENA_MAX = -8  # glibc's mallopt() parameter
 MALLOC_ARENAS = 2
 
@@ -83,7 +84,8 @@ def raise_open_files() -> None:
     """The descriptor limit to its maximum (as servers do): the soft default, often 1024,
     would cap the connections a server holds far below what the system allows."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    # Bounded: a hard limit of a million would be inherited by every child of the app.
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))

@@ -32,6 +32,8 @@ from devserve.errors import BindError
 from devserve.handler import (
     BODY_TIMEOUT,
     HEAD_TIMEOUT,
+    MIN_BODY_RATE,
+    RATE_WINDOW,
     READ_SIZE,
     HTTPConnection,
     RequestInfo,
@@ -73,6 +75,8 @@ DESCRIPTORS_SPARE = 256  # descriptors left for the app (files, database connect
 # slow uploads holds no thread (the body is due within BODY_TIMEOUT); larger ones are read
 # by their thread, which the handler's minimum body rate frees from a slow one.
 LOOP_BODY = 1 << 20
+LOOP_BODIES = 256 << 20  # bytes of bodies the loop holds in all; beyond, threads read them
+LET_GO_IDLE_AFTER = 1.0  # at the cap, an idle connection goes only once idle this long
 THREAD_STACK = 2 << 20  # bytes of stack a request thread reserves (the system's: 8 MiB)
 MIN_THREADS = 8
 ADDRESS_SPACE_HEADROOM = 256  # MiB of --limit-memory-hard kept for the app's allocations
@@ -231,7 +235,7 @@ class RequestPool:
         if new:
             try:
                 thread.start()
-            except RuntimeError as error:  # "can't start new thread"
+            except Exception as error:  # "can't start new thread", MemoryError...
                 with self._lock:
                     self._threads.discard(thread)
                 if self._slots is not None:
@@ -294,6 +298,9 @@ class HeldConnection:
     client: Any
     deadline: float  # time.monotonic() when it is closed if its request head is not in
     http: HTTPConnection | None = None  # once its first bytes arrived
+    since: float = dataclasses.field(default_factory=time.monotonic)  # held since then
+    body_since: float = 0.0  # its body began to be received by the loop then
+    body_bytes: int = 0  # of it, received by the loop
 
     def received(self) -> bytes:
         """What was read of its request so far, which the next image must see too."""
@@ -335,6 +342,7 @@ class ControlLoop:
         self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
         self._draining = False
         self._outcome: Outcome | None = None
+        self._errors = ErrorReport()  # what the loop went on from
         self._last_change = 0.0  # time.monotonic() of a change reported during a reload
         self._late_paths: set[str] = set()  # the files a reload for changes is for
         # Seconds since the watcher saw a file change (set by who watches; never: infinite).
@@ -379,7 +387,10 @@ class ControlLoop:
                 event = self.events.get_nowait()
             except queue.Empty:
                 return
-            self.handle_event(event)
+            try:
+                self.handle_event(event)
+            except Exception as error:  # the events after it are handled all the same
+                self._errors.add(error)
 
     def handle_event(self, event: Any) -> None:
         if event in self.signal_actions:  # a stack dump, a report: also while draining
@@ -427,7 +438,11 @@ class ControlLoop:
             wait = LATE_QUIET - min(self.changes_quiet_for(), now - self._last_change)
             if wait <= 0 or now >= cap:
                 break
-            self._step(min(wait, cap - now))
+            try:
+                self._step(min(wait, cap - now))
+            except Exception as error:  # the exec comes all the same
+                self._errors.add(error)
+                break
         if self._last_change and self.reload is not None:
             self.reload = dataclasses.replace(self.reload, cause=describe_paths(self._late_paths))
 
@@ -526,13 +541,14 @@ class ThreadedServer(ControlLoop):
         # nothing received yet, and those whose request is arriving (head or body).
         self._idle: collections.OrderedDict[int, HeldConnection] = collections.OrderedDict()
         self._arriving: collections.OrderedDict[int, HeldConnection] = collections.OrderedDict()
-        self._expiries: list[tuple[float, int, HeldConnection]] = []  # a heap, maybe stale
+        self._expiries: list[tuple[float, int, int]] = []  # (deadline, order, fd), maybe stale
         self._expiry_order = itertools.count()  # ties: the heap never compares connections
         self._ready: collections.deque[HeldConnection] = collections.deque()  # need a thread
         self._accepting = False
         self._accept_retry = 0.0  # after running out of descriptors: when to try again
         self._let_go = 0  # connections let go for new ones since the last report
-        self._errors = ErrorReport()
+        self._let_go_reported = 0.0
+        self._loop_bytes = 0  # request bodies the loop holds, in all
         for connection, received in connections:  # handed over by the previous image
             try:
                 self._hold(connection, connection.getpeername(), received)
@@ -647,9 +663,15 @@ class ThreadedServer(ControlLoop):
             self._hold(connection, client)
 
     def _let_one_go(self) -> None:
-        """Make room: the connection idle the longest goes; else the one whose request has
-        been arriving the longest (a 408)."""
-        held = next(iter(self._idle.values()), None) or next(iter(self._arriving.values()), None)
+        """Make room: a connection idle for a while goes (the one idle the longest); else
+        the one whose request has been arriving the longest (a 408); else a newer idle one.
+        A client just accepted is never let go for a slow one."""
+        oldest_idle = next(iter(self._idle.values()), None)
+        oldest_arriving = next(iter(self._arriving.values()), None)
+        idle_a_while = oldest_idle is not None and (
+            time.monotonic() - oldest_idle.since > LET_GO_IDLE_AFTER
+        )
+        held = (oldest_idle if idle_a_while else oldest_arriving) or oldest_idle
         if held is None:
             return  # all of them wait for a thread: the cap of threads is the limit
         if held.http is not None:
@@ -660,7 +682,7 @@ class ThreadedServer(ControlLoop):
         self._let_go += 1
 
     def _report_let_go(self) -> None:
-        if self._let_go and time.monotonic() - self._errors.reported_at >= 1.0:
+        if self._let_go and time.monotonic() - self._let_go_reported >= 1.0:
             _logger.warning(
                 "%d connection(s) let go for newer ones: %d held, the most this process's "
                 "descriptors allow (ulimit -n)",
@@ -668,7 +690,7 @@ class ThreadedServer(ControlLoop):
                 self.max_held,
             )
             self._let_go = 0
-            self._errors.reported_at = time.monotonic()
+            self._let_go_reported = time.monotonic()
 
     def _idle_deadline(self) -> float:
         return time.monotonic() + IDLE_CONNECTION_TIMEOUT
@@ -692,7 +714,17 @@ class ThreadedServer(ControlLoop):
         self._expires(held)
 
     def _expires(self, held: HeldConnection) -> None:
-        heapq.heappush(self._expiries, (held.deadline, next(self._expiry_order), held))
+        """Its (new) deadline in the heap; the entries of its old ones go stale. The heap
+        keeps descriptors, not connections, and is rebuilt when mostly stale."""
+        entry = (held.deadline, next(self._expiry_order), held.connection.fileno())
+        heapq.heappush(self._expiries, entry)
+        live = len(self._idle) + len(self._arriving)
+        if len(self._expiries) > 2 * live + 64:
+            self._expiries = [
+                (h.deadline, next(self._expiry_order), fd)
+                for fd, h in (*self._idle.items(), *self._arriving.items())
+            ]
+            heapq.heapify(self._expiries)
 
     def _kept_alive(self, held: HeldConnection) -> None:
         """A connection kept open after its request: wait for the next one (or, once the
@@ -722,25 +754,51 @@ class ThreadedServer(ControlLoop):
         if not data:  # the body ended short: a thread answers it (a 400), as when reading it
             self._to_thread(held, fd)
             return
+        now = time.monotonic()
         if held.http is None:
             held.http = self._http(held)
-            held.deadline = time.monotonic() + HEAD_TIMEOUT
+            held.deadline = now + HEAD_TIMEOUT
             self._idle.pop(fd, None)
             self._arriving[fd] = held
             self._expires(held)
-        if held.http.head_complete:
+        if held.http.head_complete:  # a body the loop receives: as a thread would
             held.http.feed_body(data)
-        elif held.http.feed(data) and held.http.body_missing(LOOP_BODY):
+            self._body_came(held, len(data), now)
+        elif held.http.feed(data) and self._receives_body(held):
             # A small body still coming: received here too, so a slow one holds no thread.
-            held.deadline = time.monotonic() + BODY_TIMEOUT
-            self._expires(held)
-        if not held.http.head_complete or held.http.body_missing(LOOP_BODY):
-            return  # more to come
-        self._to_thread(held, fd)
+            held.body_since = now
+            self._body_came(held, 0, now)
+        if held.http.head_complete and not (held.body_since and held.http.body_missing(LOOP_BODY)):
+            self._to_thread(held, fd)  # all in, or a body the loop does not receive
+        elif (
+            held.body_since
+            and held.body_bytes < MIN_BODY_RATE * (now - held.body_since)
+            and (now - held.body_since > RATE_WINDOW)
+        ):
+            reason = f"the body came slower than {MIN_BODY_RATE} bytes/s"
+            log_bad_request(held.http.client_host, 408, reason)
+            with contextlib.suppress(OSError):  # best effort: the socket is non-blocking
+                held.connection.send(error_response(408, f"Bad request: {reason}\n".encode()))
+            self._close_waiting(held)
+
+    def _receives_body(self, held: HeldConnection) -> bool:
+        """Whether the loop receives the request's body (a small one, while the loop holds
+        less than LOOP_BODIES of bodies in all) before a thread serves it."""
+        assert held.http is not None
+        missing = held.http.body_missing(LOOP_BODY)
+        return missing > 0 and self._loop_bytes + missing <= LOOP_BODIES
+
+    def _body_came(self, held: HeldConnection, size: int, now: float) -> None:
+        """Progress: the body stalls when nothing comes for BODY_TIMEOUT (as in a thread)."""
+        held.body_bytes += size
+        self._loop_bytes += size
+        held.deadline = now + BODY_TIMEOUT
+        self._expires(held)
 
     def _to_thread(self, held: HeldConnection, fd: int) -> None:
         self._selector.unregister(held.connection)
         del self._arriving[fd]
+        self._loop_bytes -= held.body_bytes
         self._ready.append(held)
         self._serve_ready()
 
@@ -774,24 +832,24 @@ class ThreadedServer(ControlLoop):
         """The deadline of the connection due first (stale heap entries dropped on the way:
         a connection served, closed, or given a later deadline since)."""
         while self._expiries:
-            deadline, _, held = self._expiries[0]
-            if deadline == held.deadline and self._is_waiting(held):
+            deadline, _, fd = self._expiries[0]
+            held = self._held(fd)
+            if held is not None and held.deadline == deadline:
                 return deadline
             heapq.heappop(self._expiries)
         return None
 
-    def _is_waiting(self, held: HeldConnection) -> bool:
-        with contextlib.suppress(OSError):
-            fd = held.connection.fileno()
-            return self._idle.get(fd) is held or self._arriving.get(fd) is held
-        return False
+    def _held(self, fd: int) -> HeldConnection | None:
+        return self._idle.get(fd) or self._arriving.get(fd)
 
     def _expire_idle(self) -> None:
         """Close the connections that sent nothing for IDLE_CONNECTION_TIMEOUT, and answer
         408 to those whose request head (or small body) did not arrive in time."""
         now = time.monotonic()
         while (deadline := self._earliest_expiry()) is not None and deadline <= now:
-            _, _, held = heapq.heappop(self._expiries)
+            _, _, fd = heapq.heappop(self._expiries)
+            held = self._held(fd)
+            assert held is not None  # the entry was checked just now
             if held.http is not None:
                 part = "body" if held.http.head_complete else "head"
                 took = BODY_TIMEOUT if held.http.head_complete else HEAD_TIMEOUT
@@ -810,6 +868,7 @@ class ThreadedServer(ControlLoop):
                 del self._idle[fd]
             elif self._arriving.get(fd) is held:
                 del self._arriving[fd]
+                self._loop_bytes -= held.body_bytes
         held.connection.close()
 
     # --- limits ---
@@ -876,6 +935,7 @@ class ThreadedServer(ControlLoop):
         self._idle.clear()
         self._arriving.clear()
         self._expiries.clear()
+        self._loop_bytes = 0
         if self._outcome is Outcome.RELOAD:
             self.handover = [
                 (held.connection, held.received()) for held in (*waiting, *self._ready)
@@ -883,7 +943,11 @@ class ThreadedServer(ControlLoop):
             self._ready.clear()
         else:
             for held in waiting:
-                held.connection.close()
+                if held.http is not None and held.http.head_complete:
+                    self._ready.append(held)  # its body coming: served within the grace
+                else:
+                    held.connection.close()
+            self._serve_ready()
         if self._outcome is Outcome.STOP:
             with contextlib.suppress(OSError):
                 self.listener.close()  # also when a stop replaced a reload

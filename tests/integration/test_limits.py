@@ -144,7 +144,7 @@ def test_large_request_bodies_do_not_pile_up(devserve: StartDevserve) -> None:
     server = devserve("-p", "0", "jsonapp:app", cwd=APPS)
     body = json.dumps({"x": "a" * (30 * MIB)}).encode()
     peak = 0
-    for _ in range(15):
+    for _ in range(20):
         connection = http.client.HTTPConnection(server.host, server.port, timeout=60)
         try:
             connection.request("POST", "/", body=body, headers={"Content-Type": "text/json"})

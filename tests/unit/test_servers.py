@@ -110,6 +110,8 @@ def test_at_the_cap_a_new_client_takes_the_place_of_the_oldest_idle_one(
     for _ in range(2):
         idle.append(socket.create_connection(server.address))
         pump(server, lambda: len(server._idle) == len(idle))
+    for held in server._idle.values():
+        held.since -= servers.LET_GO_IDLE_AFTER  # idle for a while now
     late = socket.create_connection(server.address)
     try:
         assert get(server, late).startswith(b"HTTP/1.1 200")  # served at once
@@ -122,23 +124,33 @@ def test_at_the_cap_a_new_client_takes_the_place_of_the_oldest_idle_one(
             connection.close()
 
 
-def test_at_the_cap_with_none_idle_the_slowest_request_goes(server: ThreadedServer) -> None:
-    server.max_held = 2
+@pytest.mark.parametrize("fresh_client", [False, True], ids=["none-idle", "idle-just-accepted"])
+def test_at_the_cap_the_slowest_request_goes_before_a_fresh_client(
+    server: ThreadedServer, fresh_client: bool
+) -> None:
+    server.max_held = 3 if fresh_client else 2
     server._set_accepting(True)
     slow = []
     for _ in range(2):
         slow.append(socket.create_connection(server.address))
         slow[-1].sendall(b"GET / HTTP/1.1\r\nHost:")
         pump(server, lambda: len(server._arriving) == len(slow))
+    fresh = None
+    if fresh_client:
+        fresh = socket.create_connection(server.address)  # accepted, its request on its way
+        pump(server, lambda: len(server._idle) == 1)
     late = socket.create_connection(server.address)
     try:
         assert get(server, late).startswith(b"HTTP/1.1 200")
         slow[0].settimeout(1)
         assert slow[0].recv(100).startswith(b"HTTP/1.1 408 ")  # the one begun first
         assert len(server._arriving) == 1
+        if fresh is not None:
+            assert get(server, fresh).startswith(b"HTTP/1.1 200")  # never let go for it
     finally:
-        for connection in (*slow, late):
-            connection.close()
+        for connection in (*slow, fresh, late):
+            if connection is not None:
+                connection.close()
 
 
 def test_the_loop_cost_does_not_scan_every_held_connection(server: ThreadedServer) -> None:
@@ -147,14 +159,14 @@ def test_the_loop_cost_does_not_scan_every_held_connection(server: ThreadedServe
     try:
         pump(server, lambda: len(server._idle) == 200)
         calls = 0
-        original = server._is_waiting
+        original = server._held
 
-        def counted(held: object) -> bool:
+        def counted(fd: int) -> object:
             nonlocal calls
             calls += 1
-            return original(held)  # type: ignore[arg-type]
+            return original(fd)
 
-        server._is_waiting = counted  # type: ignore[method-assign]
+        server._held = counted  # type: ignore[method-assign, assignment]
         for _ in range(50):
             server._step(0)
             server._next_expiry()
@@ -235,3 +247,43 @@ def test_the_wait_for_late_writes_is_capped(server: ThreadedServer) -> None:
     started = time.monotonic()
     server._let_writes_settle()
     assert time.monotonic() - started < 1.0
+
+
+def test_stale_deadlines_do_not_pile_up(server: ThreadedServer) -> None:
+    server._set_accepting(True)
+    idle = socket.create_connection(server.address)  # at the top of the heap for 30 s
+    busy = socket.create_connection(server.address)
+    try:
+        pump(server, lambda: len(server._idle) == 2)
+        for _ in range(300):  # each request leaves the entry of an old deadline behind
+            assert get(server, busy).startswith(b"HTTP/1.1 200")
+        assert len(server._expiries) <= 2 * 2 + 64
+    finally:
+        idle.close()
+        busy.close()
+
+
+def test_a_body_the_loop_receives_too_slowly_is_a_408(
+    server: ThreadedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(servers, "RATE_WINDOW", 0.2)
+    server._set_accepting(True)
+    slow = socket.create_connection(server.address)
+    try:
+        slow.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\nx")
+        pump(server, lambda: any(h.body_since for h in server._arriving.values()))
+        assert server._loop_bytes == 0  # what came with the head is h11's already
+        answer = b""
+        slow.settimeout(0.01)
+        deadline = time.monotonic() + 5
+        while not answer:  # a byte now and then: progress, but far below the floor
+            assert time.monotonic() < deadline
+            with contextlib.suppress(OSError):
+                slow.send(b"x")
+            server._step(0.05)
+            with contextlib.suppress(TimeoutError):
+                answer = slow.recv(200)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"slower than" in answer
+        assert not server._arriving and server._loop_bytes == 0
+    finally:
+        slow.close()
