@@ -435,7 +435,10 @@ class ControlLoop:
         cap = self.reload.decided + SETTLE_MAX
         while self._outcome is Outcome.RELOAD:
             now = time.monotonic()
-            wait = LATE_QUIET - min(self.changes_quiet_for(), now - self._last_change)
+            quiet = min(self.changes_quiet_for(), now - self._last_change)
+            if quiet >= now - self.reload.decided:
+                break  # nothing changed since the decision: no wait (reload latency)
+            wait = LATE_QUIET - quiet
             if wait <= 0 or now >= cap:
                 break
             try:

@@ -287,3 +287,15 @@ def test_a_body_the_loop_receives_too_slowly_is_a_408(
         assert not server._arriving and server._loop_bytes == 0
     finally:
         slow.close()
+
+
+def test_a_reload_with_no_change_since_its_decision_does_not_wait(
+    server: ThreadedServer,
+) -> None:
+    server.on_changes = lambda changes: changes.paths
+    # Its own batch's last write came 5 ms before the reload was decided (as it settled).
+    server.changes_quiet_for = lambda: 0.005
+    server.handle_event(FileChanges(frozenset({"/app/a.py"}), time.monotonic()))
+    started = time.monotonic()
+    server._let_writes_settle()
+    assert time.monotonic() - started < servers.LATE_QUIET / 2  # every reload's latency
