@@ -25,7 +25,7 @@ __all__ = [
     "route",
     "run",
 ]
-__version__ = "0.1.0"
+from devserve._version import __version__ as __version__
 
 _LAZY = {
     "cached": "devserve.cache",
@@ -48,9 +48,9 @@ def run(target: Any = None, **settings: Any) -> int:
     and returns the exit code. With ``dev="reload"``, a script that calls this under
     ``if __name__ == "__main__":`` is re-executed on each reload and lands here again.
     """
-    from devserve import cli
+    from devserve import runtime
 
-    return cli.run(target, dict(settings))
+    return runtime.run(target, dict(settings))
 
 
 def __getattr__(name: str) -> Any:

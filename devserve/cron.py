@@ -359,15 +359,14 @@ def _plural(count: int, noun: str) -> str:
 
 
 def run_worker(jobs: Sequence[Job], number: int, master: int, limit: float) -> int:
-    """A prefork cron worker (forked by the master, which gives each worker its own jobs):
-    runs them on one thread until TERM, or until the master is gone. Returns the exit code."""
+    """A prefork cron worker (forked by the master, which gives each worker its own jobs
+    and its title): runs them on one thread until TERM, or until the master is gone.
+    Returns the exit code."""
     import os
     import signal
 
     from devserve import debug
-    from devserve.prefork import set_title
 
-    set_title(f"cron worker #{number} [{os.getpid()}]")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's CTRL-C: the master stops us

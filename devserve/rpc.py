@@ -35,8 +35,8 @@ from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.wrappers import Request as HTTPRequest
 from werkzeug.wrappers import Response
 
-import devserve
 from devserve import http, jsonrpc
+from devserve._version import __version__
 from devserve.addons import Addon
 from devserve.errors import AppLoadError, exception_summary
 from devserve.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, PARSE_ERROR, RpcError
@@ -79,15 +79,15 @@ class Common:
         self._addons = {addon.name: str(addon.manifest.get("version", "")) for addon in addons}
 
     def version(self) -> dict[str, Any]:
-        info: list[Any] = [int(p) if p.isdigit() else p for p in devserve.__version__.split(".")]
+        info: list[Any] = [int(p) if p.isdigit() else p for p in __version__.split(".")]
         return {
-            "server_version": devserve.__version__,
+            "server_version": __version__,
             "server_version_info": [*info, "final", 0],
             "protocol_version": PROTOCOL_VERSION,
         }
 
     def about(self) -> str:
-        return f"devserve {devserve.__version__}: a development web server for WSGI apps"
+        return f"devserve {__version__}: a development web server for WSGI apps"
 
     def addons(self) -> dict[str, str]:
         """The addons served, dependencies first, with their manifest versions."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from devserve.handler import MAX_CHUNK_LINE, MAX_HEAD, MAX_TARGET
+from devserve._engine.checks import MAX_CHUNK_LINE, MAX_HEAD, MAX_TARGET
 from tests.integration.harness import APPS, DevserveProcess, clean_env
 from tests.integration.raw import (
     CHUNKED,

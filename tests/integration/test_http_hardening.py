@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from devserve.handler import HEAD_TIMEOUT, RATE_WINDOW
-from devserve.servers import LOOP_BODY
+from devserve._engine.threaded import LOOP_BODY
+from devserve._engine.wire import HEAD_TIMEOUT, RATE_WINDOW
 from tests.integration.harness import APPS, DevserveProcess, start_in, wait_until
 from tests.integration.raw import (
     CHUNKED,

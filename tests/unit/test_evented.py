@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from devserve import config, evented
+from devserve import config
+from devserve._engine import children
 from devserve.config import Settings
 
 
@@ -37,7 +38,7 @@ def test_child_environment_carries_the_settings_for_one_evented_process(
         pidfile=str(tmp_path / "master.pid"),
         limit_memory_soft=512,
     )
-    env = evented.child_environment(settings, 8072)
+    env = children.child_environment(settings, 8072)
     # Read back as the child will: the environment layer alone gives it its settings.
     child = config.read_env(env)
     assert child["workers"] == 0
@@ -48,5 +49,5 @@ def test_child_environment_carries_the_settings_for_one_evented_process(
     assert child["addons_path"] == (str(tmp_path),)
     assert child["limit_memory_soft"] == 512
     assert "pidfile" not in child and "gevent_port" not in child
-    assert env[evented.PARENT_ENV].isdigit()
-    assert env[evented.SOCKET_ENV] == str(evented.CHILD_FD)
+    assert env[children.PARENT_ENV].isdigit()
+    assert env[children.SOCKET_ENV] == str(children.CHILD_FD)

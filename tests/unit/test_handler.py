@@ -1,5 +1,5 @@
-"""One connection served to a WSGI app by handler.HTTPConnection, over a real loopback TCP
-socket pair: the test writes raw request bytes on the client end and reads the response
+"""One connection served to a WSGI app by devserve._engine's HTTPConnection, over a real
+loopback TCP socket pair: the test writes raw request bytes on the client end and reads the response
 with h11 as a client."""
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import h11
 import pytest
 
-from devserve import __version__, handler
-from devserve.handler import HTTPConnection, RequestInfo, ServerInfo, http_date
+from devserve._engine import checks, connection
+from devserve._engine.connection import HTTPConnection
+from devserve._engine.wire import RequestInfo, ServerInfo, http_date
+from devserve._version import __version__
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -382,7 +384,7 @@ def test_a_body_the_app_leaves_is_skipped(peer: Peer, read: int) -> None:
 def test_a_large_unread_body_closes_the_connection(
     peer: Peer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(handler, "DISCARD_LIMIT", 100)
+    monkeypatch.setattr(connection, "DISCARD_LIMIT", 100)
     request = http("POST / HTTP/1.1", "Host: t", "Content-Length: 1000", body=b"x" * 1000)
     kept = peer.exchange(hello, request + GET)
     assert peer.reply().body == b"hello world"
@@ -782,10 +784,10 @@ def test_start_response_twice_without_exc_info_is_an_error(peer: Peer) -> None:
         (b"GET / HTTP/1.1\r\nHost test\r\n\r\n", 400),
         (http("POST / HTTP/1.1", "Host: t", "Content-Length: 1", "Content-Length: 2"), 400),
         (http("POST / HTTP/1.1", "Host: t", "Transfer-Encoding: gzip"), 400),
-        (http("GET / HTTP/1.1", "Host: test", "X-Big: " + "x" * handler.MAX_HEAD), 431),
-        (http("GET / HTTP/1.1", "Host: test", "X-Big: " + "x" * 3 * handler.MAX_HEAD), 431),
+        (http("GET / HTTP/1.1", "Host: test", "X-Big: " + "x" * checks.MAX_HEAD), 431),
+        (http("GET / HTTP/1.1", "Host: test", "X-Big: " + "x" * 3 * checks.MAX_HEAD), 431),
         (
-            http("GET / HTTP/1.1", "Host: t", *[f"X-{n}: 1" for n in range(handler.MAX_HEADERS)]),
+            http("GET / HTTP/1.1", "Host: t", *[f"X-{n}: 1" for n in range(checks.MAX_HEADERS)]),
             431,
         ),
         (b"GET / HTTP/2.0\r\nHost: test\r\n\r\n", 505),

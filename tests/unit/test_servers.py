@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from devserve import servers
+from devserve._engine import threaded
+from devserve._engine.threaded import HeldConnection, ThreadedServer
 from devserve.reloader import FileChanges
-from devserve.servers import Outcome, ThreadedServer
+from devserve.servers import Outcome
 
 
 def hello(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
@@ -84,7 +86,7 @@ def test_changes_during_a_reload_are_still_prepared(server: ThreadedServer) -> N
 
 
 def test_idle_connections_expire(server: ThreadedServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(servers, "IDLE_CONNECTION_TIMEOUT", 0.2)
+    monkeypatch.setattr(threaded, "IDLE_CONNECTION_TIMEOUT", 0.2)
     server._set_accepting(True)
     idle = [socket.create_connection(server.address) for _ in range(3)]
     try:
@@ -111,7 +113,7 @@ def test_at_the_cap_a_new_client_takes_the_place_of_the_oldest_idle_one(
         idle.append(socket.create_connection(server.address))
         pump(server, lambda: len(server._idle) == len(idle))
     for held in server._idle.values():
-        held.since -= servers.LET_GO_IDLE_AFTER  # idle for a while now
+        held.since -= threaded.LET_GO_IDLE_AFTER  # idle for a while now
     late = socket.create_connection(server.address)
     try:
         assert get(server, late).startswith(b"HTTP/1.1 200")  # served at once
@@ -183,7 +185,7 @@ def test_an_error_on_one_connection_closes_it_and_the_loop_goes_on(
     original = server._request_arrived
     failures = [MemoryError("out of address space")]
 
-    def arrived(held: servers.HeldConnection) -> None:
+    def arrived(held: HeldConnection) -> None:
         if failures:
             raise failures.pop()
         original(held)
@@ -266,7 +268,7 @@ def test_stale_deadlines_do_not_pile_up(server: ThreadedServer) -> None:
 def test_a_body_the_loop_receives_too_slowly_is_a_408(
     server: ThreadedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(servers, "RATE_WINDOW", 0.2)
+    monkeypatch.setattr(threaded, "RATE_WINDOW", 0.2)
     server._set_accepting(True)
     slow = socket.create_connection(server.address)
     try:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from devserve import prefork, watching
+from devserve import watching
+from devserve._engine import prefork
 from devserve.config import Settings
 from devserve.frameworks import Integration
 from devserve.reloader import FileChanges

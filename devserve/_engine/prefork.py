@@ -29,25 +29,21 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from devserve import limits as resource_limits
-from devserve.handler import (
-    HEAD_TIMEOUT,
-    HTTPConnection,
-    RequestInfo,
-    ServerInfo,
-    close_connection,
-)
+from devserve._engine.children import describe_exit, set_title
+from devserve._engine.connection import HTTPConnection
+from devserve._engine.wire import HEAD_TIMEOUT, RequestInfo, ServerInfo, close_connection
 from devserve.reloader import GAP_SIGNALS, FileChanges
 from devserve.servers import ControlLoop, Outcome, capture_signals
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
+    from devserve._engine.children import EventedChild
     from devserve.cron import Job
-    from devserve.evented import EventedChild
 
 __all__ = ["PreforkServer", "Worker", "WorkerProcess"]
 
-_logger = logging.getLogger(__name__)
+_logger = logging.getLogger("devserve.prefork")
 
 READY = b"r"  # a worker's first heartbeat: it accepts from now on
 ALIVE = b"."  # every loop turn and after each request
@@ -60,11 +56,6 @@ MAX_BACKOFF = 30.0
 
 FORWARDED_SIGNALS = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 WORKER_SIGNALS = {*GAP_SIGNALS, signal.SIGCHLD, signal.SIGXCPU}
-
-
-def describe_exit(code: int) -> str:
-    """A child's end as the log tells it, from ``os.waitstatus_to_exitcode()``."""
-    return f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
 
 def read_heartbeats(data: bytes) -> tuple[bytes, list[str], bytes]:
@@ -80,14 +71,6 @@ def read_heartbeats(data: bytes) -> tuple[bytes, list[str], bytes]:
         folders += [f for f in data[start + 1 : end].decode(errors="replace").split("\0") if f]
         data = data[end + 1 :]
     return beats + data, folders, b""
-
-
-def set_title(title: str) -> None:
-    """``devserve: master`` in ps and top (setproctitle, when installed)."""
-    with contextlib.suppress(ImportError):
-        import setproctitle
-
-        setproctitle.setproctitle(f"devserve: {title}")
 
 
 @dataclasses.dataclass(eq=False)
@@ -363,6 +346,7 @@ class PreforkServer(ControlLoop):
 
         def work() -> int:
             self.listener.close()  # a cron worker serves no request
+            set_title(f"cron worker #{slot + 1} [{os.getpid()}]")
             return cron.run_worker(
                 self.cron_parts[slot], slot + 1, self._master_pid, self.cron_time_limit
             )

@@ -1,0 +1,490 @@
+"""The composition root: settings in, a server running the app out, and what happens around
+it: settings -> the app (with what it serves) -> the framework's dev integration and the
+debugger -> a server of the mode (threaded, prefork, gevent) on the listen socket (bound,
+or adopted after a reload) -> the watcher, cron -> run -> a reload (phoenix exec) or a stop.
+
+The only module that imports both the engine (``devserve._engine``, ``servers``) and the
+addons platform (``app``, ``addons``, ``cron``). ``cli`` calls :func:`serve`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from devserve import (
+    app,
+    config,
+    debug,
+    frameworks,
+    limits,
+    log,
+    project,
+    reloader,
+    servers,
+    watching,
+)
+from devserve._engine import gevent
+from devserve.errors import AppLoadError, ConfigError, ExitCode, NotWSGIError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+    from devserve.frameworks import Integration
+
+__all__ = ["check_gevent", "run", "serve"]
+
+_logger = logging.getLogger(__name__)
+
+
+def check_gevent() -> None:
+    """``devserve gevent`` without gevent: one line saying how to install it."""
+    if not gevent.available():
+        raise ConfigError(
+            f"gevent mode needs gevent, which is not installed: {gevent.INSTALL_HINT}"
+        )
+
+
+def run(target: Any, settings: dict[str, Any]) -> int:
+    """``devserve.run()``: serve a WSGI callable, a ``module:attribute`` or an addons folder
+    with keyword settings, exactly as the command line would."""
+    values = config.from_keywords(settings)
+    application = None
+    if callable(target):
+        application = target
+    elif isinstance(target, (str, os.PathLike)):
+        values = config.merge_target(values, [os.fspath(target)])
+    elif target is not None:
+        raise ConfigError(
+            f"cannot serve a {type(target).__name__}: give a WSGI callable, "
+            "'module:attribute' or an addons folder"
+        )
+    return serve(config.resolve(values), application)
+
+
+def serve(
+    settings: config.Settings, application: WSGIApplication | None = None, evented: bool = False
+) -> int:
+    """Load, bind (or adopt), serve until stopped or reloaded: the ``server`` command once
+    settings are resolved. A reload re-execs this process and never returns. An
+    ``application`` given (by ``devserve.run()``) is served instead of the settings' target.
+    ``evented``: in gevent mode (``devserve gevent``, monkey-patched already)."""
+    if evented:
+        check_gevent()
+        if settings.workers:
+            raise ConfigError(
+                "gevent mode serves from one process and cannot take --workers; for prefork "
+                "with an evented child, run 'devserve --workers N --gevent-port' instead"
+            )
+        gevent.ensure_patched()
+    with _interruptible_startup():
+        return _serve(settings, application, evented)
+
+
+def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bool) -> int:
+    log.setup_logging(settings.log_level, settings.logfile)
+    reloaded = reloader.reload_started()
+    remembered = watching.take_remembered()  # before any of the app's code runs
+    if settings.save and settings.config and not reloaded:  # the first image saved them
+        config.save_config_file(settings, settings.config)
+        _logger.info("settings saved to %s", settings.config)
+    if given is None:
+        app.check_target(settings)
+    else:
+        app.check_wsgi(given, app.describe_target(settings, given))
+    if "werkzeug" in settings.dev:
+        debug.check_debugger_safety(settings.http_interface, settings.debugger_allow_remote)
+        if settings.workers:
+            raise ConfigError(
+                "--dev werkzeug cannot run with --workers: the debugger console needs every "
+                "request of its session to reach the same process; drop --workers (threaded "
+                "mode) to debug"
+            )
+    post_mortem = None
+    if _post_mortem_asked(settings):
+        post_mortem = debug.check_post_mortem(settings.dev, sys.stdin.isatty())
+    if settings.stop_after_init:
+        if given is None:
+            app.load_app(settings)
+        _logger.info("loaded %s; stopping after init", app.describe_target(settings, given))
+        return ExitCode.OK
+    if settings.gevent_port is not None and not settings.workers and not evented:
+        _logger.warning("--gevent-port is ignored: the evented child runs beside --workers")
+    # Written again after a reload (same PID): this image owns it, and removes it at exit.
+    pidfile = servers.Pidfile(settings.pidfile)
+    pidfile.write()
+    try:
+        return _run_server(settings, given, reloaded, pidfile, post_mortem, evented, remembered)
+    finally:
+        pidfile.remove()
+
+
+def _debugger_attached() -> bool:
+    """Run under debugpy or PyCharm's debugger (pydevd): a developer may pause at a
+    breakpoint for as long as they like, so the time limits are off."""
+    return "debugpy" in sys.modules or "pydevd" in sys.modules or sys.gettrace() is not None
+
+
+def _post_mortem_asked(settings: config.Settings) -> bool:
+    return bool(set(settings.dev) & set(config.POST_MORTEM))
+
+
+def _make_server(
+    settings: config.Settings,
+    application: WSGIApplication,
+    sock: Any,
+    given: Any,
+    broken: bool,
+    paused: Callable[[], bool],
+    evented: bool,
+    on_changes: Callable[[Any], frozenset[str]],
+    on_imported: Callable[[list[str]], None] | None,
+) -> Any:
+    """The server of the mode asked for: threaded, gevent, or prefork with ``--workers``."""
+
+    common: dict[str, Any] = {
+        "shutdown_grace": settings.shutdown_grace,
+        "reload_grace": settings.reload_grace,
+        "on_changes": on_changes,
+        "signal_actions": _signal_actions(settings, given),
+        "max_body": settings.limit_request_body * limits.MIB,
+    }
+    if evented:
+        limits.set_memory_hard(settings.limit_memory_hard)
+        return gevent.GeventServer(
+            application,
+            sock,
+            connections=reloader.adopt_connections(),
+            limits=limits.Limits.from_settings(settings, debugging=_debugger_attached()),
+            parent=gevent.parent_pid(),
+            **common,
+        )
+    adopted = reloader.adopt_workers()
+    if not settings.workers:
+        for pid, _number, heartbeat in adopted:  # --workers was dropped: not ours to keep
+            os.kill(pid, signal.SIGTERM)
+            os.close(heartbeat)
+        limits.set_memory_hard(settings.limit_memory_hard)
+        from devserve._engine import threaded  # here: each mode imports only its own
+
+        return threaded.ThreadedServer(
+            application,
+            sock,
+            max_threads=settings.max_http_threads,
+            connections=reloader.adopt_connections(),
+            limits=limits.Limits.from_settings(settings, debugging=_debugger_attached()),
+            paused=paused,
+            **common,
+        )
+    from devserve import cron
+    from devserve._engine import prefork
+
+    now = time.monotonic()
+    workers = [  # serving already: never taken for workers that fail to start
+        prefork.Worker(pid, number, fd, last_seen=now, ready=True) for pid, number, fd in adopted
+    ]
+    if broken and workers:
+        _logger.error("the new code did not load: the workers of the previous code go on serving")
+    return prefork.PreforkServer(
+        application,
+        sock,
+        workers=settings.workers,
+        limits=limits.Limits.from_settings(
+            settings, debugging=_post_mortem_asked(settings) or _debugger_attached()
+        ),
+        adopted=workers,
+        keep_adopted=broken and bool(workers),
+        report_roots=project.roots(settings, given),
+        evented=_evented_child(settings, given),
+        cron_jobs=[] if broken else _served_jobs(settings, evented=False),
+        cron_workers=settings.max_cron_threads,
+        cron_time_limit=cron.time_limit(settings),
+        on_imported=on_imported,
+        **common,
+    )
+
+
+def _evented_child(settings: config.Settings, given: Any) -> Any:
+    """With ``--gevent-port``: the prefork master's evented child, on a socket bound once
+    (or kept from the previous image)."""
+    from devserve._engine import children
+
+    sock, previous = reloader.adopt_evented()
+    if settings.gevent_port is None:
+        if sock is not None:  # --gevent-port was dropped: the previous child goes
+            for pid in previous:
+                os.kill(pid, signal.SIGTERM)
+            sock.close()
+        return None
+    if given is not None:
+        raise ConfigError(
+            "--gevent-port needs a target the evented child can load itself: an addons "
+            "folder or module:attribute, not an app object handed to devserve.run()"
+        )
+    if not gevent.available():
+        raise ConfigError(
+            f"--gevent-port needs gevent, which is not installed: {gevent.INSTALL_HINT}"
+        )
+    if sock is None:
+        sock = servers.bind_socket(settings.http_interface, settings.gevent_port)
+    port = sock.getsockname()[1]
+    return children.EventedChild(sock, children.child_environment(settings, port), previous, port)
+
+
+def _evented_child_socket(evented: bool) -> Any:
+    if not evented:
+        return None
+    return gevent.child_socket()
+
+
+def _run_server(
+    settings: config.Settings,
+    given: WSGIApplication | None,
+    reloaded: Any,
+    pidfile: Any,
+    post_mortem: str | None,
+    evented: bool,
+    remembered: list[str],
+) -> int:
+    limits.raise_open_files()  # every mode: as many connections as the system allows
+    sock = reloader.adopt_socket() or _evented_child_socket(evented)
+    sock = sock or servers.bind_socket(settings.http_interface, settings.http_port)
+    if "werkzeug" in settings.dev:
+        debug.check_socket_safety(sock, settings.debugger_allow_remote)
+    load_started = time.time()
+    if given is None:
+        application, imported, broken_files = _load_or_show_error(settings, reloaded)
+    else:
+        application, imported, broken_files = app.wrap_app(given, settings), given, []
+    integration, application = _integration(settings, imported, application, bool(broken_files))
+    crons = _cron_runner(settings, evented) if given is None and not broken_files else None
+    holder = None  # the post-mortem debugger, which may hold requests
+    if post_mortem:
+        holder = application = debug.PostMortem(application, post_mortem)
+    debugger = None
+    if "werkzeug" in settings.dev:
+        debugger = application = debug.debugger(
+            application,
+            settings.http_interface,
+            settings.debugger_pin,
+            settings.debugger_trusted_host,
+        )
+    watch = watching.ReloadWatch(
+        settings,
+        broken_files,
+        since=load_started,
+        given=given,
+        integration=integration,
+        in_process=not settings.workers,  # prefork: the workers serve
+        remembered=remembered,
+    )
+    server = _make_server(
+        settings,
+        application,
+        sock,
+        given,
+        broken=bool(broken_files),
+        paused=lambda: holder is not None and holder.holding > 0,
+        evented=evented,
+        on_changes=watch.on_changes,
+        on_imported=watch.learned if settings.reload else None,
+    )
+    server.changes_quiet_for = watch.quiet_for  # a reload waits for a checkout to end
+    evented_child = bool(getattr(server, "parent", None))  # the prefork master's
+
+    def announce() -> None:
+        if reloaded:
+            now = time.monotonic()
+            took = (now - reloaded.first_seen) * 1000
+            _logger.info("reloaded in %.0f ms: %s", took, reloaded.summary(now))
+        elif evented_child:
+            _logger.info("evented child serving on %s (pid %d)", server.url, os.getpid())
+        else:
+            _print_banner(settings, server, given, application)
+        if not evented_child:  # its master watches, and reports what the framework says
+            watch.start_in_background(server.notify, after=server.served_first)
+            _framework_started(integration, server.served_first, in_thread=not settings.workers)
+        if crons is not None:
+            crons.start()
+
+    try:
+        outcome = server.run(on_ready=announce)
+        watch.stop()  # before the server's wake-up pipe closes: nothing notifies after
+        crons_done, outcome = _stop_crons(crons, settings, outcome)
+        if outcome is servers.Outcome.RELOAD and server.reload is not None:
+            watch.remember()
+            if debugger is not None:
+                debug.hand_over_failures(debugger)
+            reloader.reexec(
+                server.listener,
+                server.reload,
+                server.handover,
+                server.worker_handover,
+                getattr(server, "evented_handover", None),
+            )
+        code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
+        if server.unfinished or not crons_done:
+            # Non-daemon request threads would hold the interpreter open, and a cron job
+            # left running could block its shutdown: leave now.
+            pidfile.remove()
+            logging.shutdown()
+            os._exit(code)
+    finally:
+        watch.stop()
+        server.close()  # idle pooled threads end
+    _logger.info("stopped")
+    return code
+
+
+def _integration(
+    settings: config.Settings, imported: Any, application: WSGIApplication, broken: bool
+) -> tuple[Integration, WSGIApplication]:
+    """The framework integration (in --dev modes only), and the app it prepared for
+    development and wrapped (Django's static files)."""
+    if not settings.dev or broken:
+        return frameworks.Integration(imported, settings), application
+    integration = frameworks.detect(imported, settings)
+    try:
+        integration.prepare()
+        return integration, integration.wrap(application)
+    except Exception:  # the app serves as it is
+        _logger.exception("adjusting %s for development failed", integration.name)
+        return integration, application
+
+
+def _framework_started(
+    integration: Integration, served_first: threading.Event, in_thread: bool
+) -> None:
+    """What the framework reports once serving (Django's system checks). In a thread, once
+    the first request was answered (or 250 ms passed), so it never delays serving; not in
+    prefork's master: there at once, before any worker is forked (a fork must not copy a
+    thread that is half-way through an import)."""
+    from devserve.watching import WATCHER_DELAY
+
+    def report() -> None:
+        if in_thread:
+            served_first.wait(WATCHER_DELAY)
+        try:
+            integration.started()
+        except Exception:
+            _logger.exception("%s's start-up checks failed", integration.name)
+
+    if not integration.reports:
+        return
+    if in_thread:
+        threading.Thread(target=report, name="devserve.frameworks", daemon=True).start()
+    else:
+        report()
+
+
+def _served_jobs(settings: config.Settings, evented: bool) -> list[Any]:
+    """The @cron jobs of the addons served. None for a plain WSGI app, nor in gevent mode
+    (as in Odoo: cron runs in threaded mode's threads or in prefork's cron workers)."""
+    if evented or settings.app or not settings.addons_path:
+        return []
+    from devserve import addons, cron  # here: a plain WSGI app never pays for them
+
+    return cron.served_jobs(addon.name for addon in addons.imported())
+
+
+def _cron_runner(settings: config.Settings, evented: bool) -> Any:
+    """The threaded server's cron threads (prefork runs cron workers instead)."""
+    jobs = _served_jobs(settings, evented)
+    if settings.workers or not jobs:
+        return None
+    from devserve import cron
+
+    return cron.CronRunner(jobs, settings.max_cron_threads, cron.time_limit(settings))
+
+
+def _stop_crons(crons: Any, settings: config.Settings, outcome: Any) -> tuple[bool, Any]:
+    """Running cron jobs get the grace period requests got (a forced stop: none). Returns
+    whether none is left running, and the outcome: a second INT/TERM meanwhile (which
+    raises KeyboardInterrupt here, as during start-up) forces the stop."""
+    from devserve.servers import Outcome
+
+    if crons is None:
+        return True, outcome
+    grace = {Outcome.RELOAD: settings.reload_grace, Outcome.STOP: settings.shutdown_grace}
+    try:
+        return crons.stop(grace.get(outcome, 0.0)), outcome
+    except KeyboardInterrupt:
+        _logger.warning("forced stop: running cron jobs cut short")
+        return False, Outcome.FORCED
+
+
+@contextlib.contextmanager
+def _interruptible_startup() -> Iterator[None]:
+    """Until the server's own handlers take over, INT and TERM interrupt start-up (an app
+    import that hangs can still be stopped). After a phoenix reload both arrive blocked:
+    unblock them here, so one sent during the exec gap stops this image as asked."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _signal_actions(settings: config.Settings, given: Any) -> dict[int, Callable[[], None]]:
+    """QUIT dumps every thread's stack; USR1 reports cache statistics, USR2 with sizes.
+    (Imported on first use: start-up is reload latency.)"""
+    reporter: list[Any] = []
+
+    def report(sizes: bool) -> None:
+        if not reporter:
+            reporter.append(debug.CacheReporter(project.roots(settings, given)))
+        reporter[0].request(sizes)
+
+    def dump() -> None:
+        debug.dump_stacks()
+
+    return {
+        signal.SIGQUIT: dump,
+        signal.SIGUSR1: lambda: report(False),
+        signal.SIGUSR2: lambda: report(True),
+    }
+
+
+def _load_or_show_error(
+    settings: config.Settings, reloaded: Any
+) -> tuple[WSGIApplication, Any, list[str]]:
+    """The app served, the callable imported (None for addons), and the files to watch
+    besides the project's. With --dev reload, an app that fails to load is replaced by a
+    500 page that shows why, and the files of the traceback are watched too. An ASGI app
+    is refused at first start: serving an error page could not make it work."""
+    try:
+        application, imported = app.load(settings)
+        return application, imported, []
+    except (AppLoadError, ConfigError) as error:
+        if not settings.reload or (isinstance(error, NotWSGIError) and not reloaded):
+            raise
+        _logger.error(
+            "%s; serving the error until a watched file changes",
+            error,
+            exc_info=error.__cause__ or error,
+        )
+        return reloader.error_app(error), None, reloader.traceback_files(error)
+
+
+def _print_banner(settings: config.Settings, server: Any, given: Any, served: Any) -> None:
+    rows = [
+        ("mode", server.description),
+        ("serving", app.describe_target(settings, given)),
+        ("dev", ",".join(settings.dev) or "-"),
+        ("pid", str(os.getpid())),
+    ]
+    if "werkzeug" in settings.dev:
+        rows.append(("debugger PIN", debug.debugger_pin(served)))
+    log.print_banner(f"devserve serving on {server.url}", rows)
