@@ -18,16 +18,15 @@ import psutil
 import pytest
 
 from devserve import watcher
-from devserve.watcher import (
+from devserve._engine import backends
+from devserve._engine.backends import (
     Backend,
-    Debouncer,
     InotifyBackend,
-    PathFilter,
     PollingBackend,
     WatchdogBackend,
-    Watcher,
     walk,
 )
+from devserve.watcher import Debouncer, PathFilter, Watcher
 
 TIMEOUT = 10.0  # upper bound of every wait: a passing test never waits this long
 POLL_INTERVAL = 0.05
@@ -534,7 +533,7 @@ def test_inotify_watches_a_folder_before_listing_it(
     """Files created in a new folder while it is being listed are not missed: the watch
     must exist before the listing, not after."""
     fresh = tree / "fresh"
-    real_walk = watcher.walk
+    real_walk = backends.walk
 
     def racing_walk(root: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
         for folder, entries in real_walk(root, *args, **kwargs):
@@ -543,7 +542,7 @@ def test_inotify_watches_a_folder_before_listing_it(
                 write(fresh / "late_pkg" / "inner.py")
             yield folder, entries
 
-    monkeypatch.setattr(watcher, "walk", racing_walk)
+    monkeypatch.setattr(backends, "walk", racing_walk)
     recorder = Recorder()
     backend = InotifyBackend(PathFilter(), recorder.emit)
     try:
@@ -755,8 +754,8 @@ def test_needs_polling_by_filesystem_type(
 ) -> None:
     mount = os.path.realpath(tmp_path)
     fake_partitions(monkeypatch, {"/": "ext4", mount: fstype})
-    assert watcher.needs_polling(str(tmp_path / "project")) is polled
-    assert watcher.needs_polling(str(tmp_path)) is polled
+    assert backends.needs_polling(str(tmp_path / "project")) is polled
+    assert backends.needs_polling(str(tmp_path)) is polled
 
 
 @pytest.mark.parametrize(
@@ -768,8 +767,8 @@ def test_needs_polling_longest_mount_wins(
     real = os.path.realpath(tmp_path)
     # listed shortest last, so the order of the list decides nothing
     fake_partitions(monkeypatch, {os.path.join(real, "mnt"): inner, real: outer, "/": "ext4"})
-    assert watcher.needs_polling(os.path.join(real, "mnt", "project")) is polled
-    assert watcher.needs_polling(os.path.join(real, "elsewhere")) is (outer != "ext4")
+    assert backends.needs_polling(os.path.join(real, "mnt", "project")) is polled
+    assert backends.needs_polling(os.path.join(real, "elsewhere")) is (outer != "ext4")
 
 
 def test_needs_polling_mount_is_a_path_prefix_not_a_string_prefix(
@@ -777,8 +776,8 @@ def test_needs_polling_mount_is_a_path_prefix_not_a_string_prefix(
 ) -> None:
     real = os.path.realpath(tmp_path)
     fake_partitions(monkeypatch, {"/": "ext4", os.path.join(real, "share"): "nfs"})
-    assert watcher.needs_polling(os.path.join(real, "share", "app")) is True
-    assert watcher.needs_polling(os.path.join(real, "shared", "app")) is False
+    assert backends.needs_polling(os.path.join(real, "share", "app")) is True
+    assert backends.needs_polling(os.path.join(real, "shared", "app")) is False
 
 
 def test_needs_polling_resolves_symlinks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -786,7 +785,7 @@ def test_needs_polling_resolves_symlinks(tmp_path: Path, monkeypatch: pytest.Mon
     (tmp_path / "share").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "share", target_is_directory=True)
     fake_partitions(monkeypatch, {"/": "ext4", os.path.join(real, "share"): "nfs"})
-    assert watcher.needs_polling(str(tmp_path / "link")) is True
+    assert backends.needs_polling(str(tmp_path / "link")) is True
 
 
 def test_auto_polls_a_root_on_nfs(
