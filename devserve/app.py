@@ -13,6 +13,10 @@ Both go through the same wrapping (:func:`wrap_app`), so every entry point that 
   last handler (it always answers); with no handler registered it is served as it is, with
   no extra call per request;
 - ``--proxy-mode``: Werkzeug's ``ProxyFix`` for the requests that carry ``X-Forwarded-Host``.
+
+An app that fails to load under ``--dev reload`` is served as :func:`error_app`: a 500 page
+that says why, until a watched file (the project's, and those of the traceback,
+:func:`traceback_files`) changes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import ast
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +43,13 @@ __all__ = [
     "check_wsgi",
     "current_folder_importable",
     "describe_target",
+    "error_app",
     "import_app",
     "is_asgi",
     "load",
     "load_app",
     "register_wsgi_handler",
+    "traceback_files",
     "wrap_app",
 ]
 
@@ -256,3 +263,55 @@ def check_wsgi(app: object, what: str) -> None:
         f"{what!r} is an ASGI app (async, called with scope, receive and send), and devserve "
         f"serves WSGI apps: {instead}"
     )
+
+
+# --- the app failed to load: a page that says why ---
+
+
+def traceback_files(error: BaseException) -> list[str]:
+    """The source files named in an exception's traceback (and a SyntaxError's file)."""
+    files = []
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, SyntaxError) and current.filename:
+            files.append(current.filename)
+        files.extend(frame.filename for frame in traceback.extract_tb(current.__traceback__))
+        current = current.__cause__
+    return sorted({f for f in files if os.path.isfile(f)})
+
+
+def error_app(error: BaseException) -> WSGIApplication:
+    """Answers every request with a 500 showing why the app failed to load."""
+    cause = error.__cause__ or error
+    details = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+    summary = str(error)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        if "text/html" in environ.get("HTTP_ACCEPT", ""):
+            import html
+
+            body = _ERROR_PAGE.format(
+                summary=html.escape(summary), details=html.escape(details)
+            ).encode()
+            content_type = "text/html; charset=utf-8"
+        else:
+            body = (
+                f"{summary}\n\n{details}\ndevserve reloads when a watched file changes.\n".encode()
+            )
+            content_type = "text/plain; charset=utf-8"
+        start_response(
+            "500 Internal Server Error",
+            [("Content-Type", content_type), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    return app
+
+
+_ERROR_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>App failed to load</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem}}
+pre{{background:#fee;padding:1rem;overflow:auto}}</style></head>
+<body><h1>The app failed to load</h1><p>{summary}</p><pre>{details}</pre>
+<p>devserve is watching: save a fix and reload this page.</p></body></html>
+"""

@@ -20,19 +20,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from devserve import config
-from devserve.errors import (
-    DevserveError,
-    ExitCode,
-    UsageError,
-)
+from devserve import config, values
+from devserve.errors import PROG, DevserveError, ExitCode, UsageError, report
 
 if TYPE_CHECKING:
     from devserve.addon_commands import Found
 
 __all__ = ["Command", "Help", "Scaffold", "Server", "main"]
 
-PROG = "devserve"
 DEFAULT_COMMAND = "server"
 
 _logger = logging.getLogger(__name__)
@@ -247,7 +242,7 @@ def _command_position(argv: list[str]) -> int | None:
             position += 2
         elif word.startswith(_LOCATING_PREFIXES) or os.path.isdir(word):
             position += 1
-        elif config.FOLDERS_MAY_BE_GONE and not word.startswith("-"):
+        elif values.FOLDERS_MAY_BE_GONE and not word.startswith("-"):
             position += 1  # an addons folder gone since the image before took this line
         elif word.startswith("-") or _looks_like_target(word):
             return None
@@ -291,24 +286,17 @@ def _addon_command(name: str, before: list[str], after: list[str]) -> type[Comma
 def _dispatch(argv: list[str]) -> int:
     if argv in (["-h"], ["--help"]):
         return Help().run([])
-    from devserve import reloader
+    from devserve import runtime
 
-    if reloader.RELOAD_ENV in os.environ:
+    if runtime.is_next_image():
         # A server's next image: the same command line, whatever became of its folders.
-        config.FOLDERS_MAY_BE_GONE = True
+        values.FOLDERS_MAY_BE_GONE = True
     position = _command_position(argv)
     if position is None:
         return COMMANDS[DEFAULT_COMMAND]().run(argv)
     name, before, after = argv[position], argv[:position], argv[position + 1 :]
     command = COMMANDS.get(name) or _addon_command(name, before, after)
     return command().run(before + after)
-
-
-def report(error: DevserveError) -> int:
-    """Say what went wrong in one line on stderr; the exit code it ends with."""
-    _logger.debug("error details", exc_info=error)
-    print(f"{PROG}: error: {error}", file=sys.stderr)
-    return error.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -320,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(list(sys.argv[1:] if argv is None else argv))
     except DevserveError as error:
-        return report(error)
+        return report(error)  # one sentence on stderr, and the error's exit code
     except KeyboardInterrupt:  # INT or TERM during start-up: a normal stop
         return ExitCode.OK
     except SystemExit as exit:

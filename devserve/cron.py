@@ -21,18 +21,19 @@ keeps those of the addons being served. :class:`CronRunner` runs them on a few t
   next time. A job past ``time_limit`` seconds logs its stack, once per run; it goes on (a
   thread cannot be killed), and :meth:`CronRunner.stop` abandons it after its timeout.
 
-Threaded mode: ``cli.py`` starts one runner with ``--max-cron-threads`` threads once the server
-serves, and stops it (waiting the drain's grace period) on a stop or before a reload's exec.
+Threaded mode: :mod:`devserve.runtime` starts one runner with ``--max-cron-threads`` threads
+once the server serves, and stops it (waiting the drain's grace period) on a stop or before a
+reload's exec.
 
-Prefork mode: the same runner runs unchanged in a cron worker process. A master can fork
-``n = min(max_cron_threads, len(jobs))`` cron workers, worker ``i`` running
-``CronRunner(partition(jobs, n)[i], threads=1, time_limit=time_limit(settings))``: each job
-belongs to one slot, so it never runs in two processes at once, provided the master starts a
-slot's replacement (after a crash, a reload, a TTOU) only once the previous holder of that
-slot has exited. Create and start the runner in the process that runs the jobs, after the
-fork (never fork a process whose runner has started); the job registry itself is filled at
-import, so a worker forked after the addons were imported inherits it. In the worker, stop
-it with ``stop(grace)`` on INT/TERM, then exit: a job still running is abandoned by the exit.
+Prefork mode: the same runner runs unchanged in cron worker processes
+(:mod:`devserve._engine.cron_workers`): the master deals the jobs into
+``n = min(max_cron_threads, len(jobs))`` slots with :func:`partition`, and slot ``i``'s worker
+runs ``CronRunner(partition(jobs, n)[i], threads=1, time_limit=time_limit(settings))``: each
+job belongs to one slot, so it never runs in two processes at once, provided a slot's
+replacement starts only once its previous holder has exited. Create and start the runner in
+the process that runs the jobs, after the fork (never fork a process whose runner has
+started); the job registry itself is filled at import, so a worker forked after the addons
+were imported inherits it.
 """
 
 from __future__ import annotations
@@ -356,31 +357,3 @@ class CronRunner:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def run_worker(jobs: Sequence[Job], number: int, master: int, limit: float) -> int:
-    """A prefork cron worker (forked by the master, which gives each worker its own jobs
-    and its title): runs them on one thread until TERM, or until the master is gone.
-    Returns the exit code."""
-    import os
-    import signal
-
-    from devserve import debug
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's CTRL-C: the master stops us
-    signal.signal(signal.SIGQUIT, lambda signum, frame: debug.dump_stacks())
-    for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(signum, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGQUIT})
-    runner = CronRunner(jobs, threads=1, time_limit=limit)
-    runner.start()
-    while not stop.wait(1.0):
-        if os.getppid() != master:
-            _logger.warning("cron worker #%d: the master is gone; exiting", number)
-            break
-    # The master waits for us (bounded) before a reload: finish the running job if we can.
-    runner.stop(5.0)
-    return 0

@@ -7,7 +7,6 @@ a while); a second signal while one runs stops it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -28,8 +27,8 @@ __all__ = [
     "debugger",
     "debugger_pin",
     "dump_stacks",
+    "failed_pins",
     "format_stacks",
-    "hand_over_failures",
     "is_loopback",
 ]
 
@@ -199,15 +198,17 @@ def check_socket_safety(sock: Any, allow_remote: bool) -> None:
     )
 
 
-FAILURES_ENV = "DEVSERVE_DEBUGGER_FAILURES"  # wrong PINs so far, across reloads
 # Frames kept for their consoles (about the last 20 tracebacks of a web framework's depth):
 # older ones are let go, and their consoles end.
 KEPT_FRAMES = 1000
 
 
-def debugger(app: Any, interface: str, pin: str | None, trusted: Iterable[str]) -> Any:
+def debugger(
+    app: Any, interface: str, pin: str | None, trusted: Iterable[str], failures: int = 0
+) -> Any:
     """The app behind Werkzeug's interactive debugger (a console on every traceback frame).
-    ``pin``: a fixed PIN, ``"off"``, or None for Werkzeug's machine-derived one."""
+    ``pin``: a fixed PIN, ``"off"``, or None for Werkzeug's machine-derived one.
+    ``failures``: the wrong PINs entered in the images before (a reload buys no guesses)."""
     from werkzeug.debug import DebuggedApplication
 
     class Debugger(DebuggedApplication):
@@ -262,17 +263,14 @@ def debugger(app: Any, interface: str, pin: str | None, trusted: Iterable[str]) 
     wrapped.trusted_hosts = hosts
     literals = (host.strip("[]").lower() for host in hosts if ":" in host.strip("[]"))
     wrapped.ipv6_hosts = {f"[{literal}]" for literal in literals}
-    with contextlib.suppress(ValueError):  # the wrong PINs of the images before
-        wrapped._failed_pin_auth.value = min(255, int(os.environ.pop(FAILURES_ENV, "0")))
+    wrapped._failed_pin_auth.value = max(0, min(255, failures))
     return wrapped
 
 
-def hand_over_failures(app: Any) -> None:
-    """Before a reload: the next image's debugger starts from this one's count of wrong
-    PINs, so a reload never buys more guesses."""
-    failures = getattr(getattr(app, "_failed_pin_auth", None), "value", 0)
-    if failures:
-        os.environ[FAILURES_ENV] = str(failures)
+def failed_pins(app: Any) -> int:
+    """Before a reload: the wrong PINs entered so far (None or any other app: 0), for the
+    next image's debugger to start from."""
+    return int(getattr(getattr(app, "_failed_pin_auth", None), "value", 0))
 
 
 def _addressed_to_another_image(debugger: Any, environ: Any) -> bool:
@@ -330,8 +328,8 @@ class PostMortem:
 
 def check_post_mortem(dev: Iterable[str], terminal: bool) -> str | None:
     """The post-mortem debugger asked for, if any; an error when it cannot work."""
-    from devserve.config import POST_MORTEM
     from devserve.errors import ConfigError
+    from devserve.values import POST_MORTEM
 
     asked = [name for name in POST_MORTEM if name in dev]
     if not asked:

@@ -1,12 +1,14 @@
 """Errors a user can cause, and the exit code each one ends with.
 
-Library code raises these; only :mod:`devserve.cli` turns them into an exit code and a
-one-sentence message on stderr.
+Library code raises these; the entry points (:mod:`devserve.cli`, :mod:`devserve.wsgi`) turn
+them into an exit code and a one-sentence message on stderr with :func:`report`.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+import sys
 
 __all__ = [
     "AppLoadError",
@@ -17,7 +19,12 @@ __all__ = [
     "NotWSGIError",
     "UsageError",
     "exception_summary",
+    "report",
 ]
+
+PROG = "devserve"
+
+_logger = logging.getLogger("devserve.cli")
 
 
 class ExitCode(enum.IntEnum):
@@ -71,3 +78,10 @@ def exception_summary(error: BaseException) -> str:
         last = frames[-1]
         text += f" ({last.filename}, line {last.lineno})"
     return text
+
+
+def report(error: DevserveError) -> int:
+    """Say what went wrong in one line on stderr; the exit code it ends with."""
+    _logger.debug("error details", exc_info=error)
+    print(f"{PROG}: error: {error}", file=sys.stderr)
+    return error.exit_code

@@ -36,7 +36,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from devserve import project
-from devserve.config import POST_MORTEM, Settings
+from devserve.config import Settings
+from devserve.values import POST_MORTEM
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication

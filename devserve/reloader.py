@@ -2,12 +2,17 @@
 
 Before the exec (:func:`reexec`) the server has stopped accepting and drained its requests;
 the signals that could arrive in the exec gap are blocked (the mask survives exec, and the
-new image unblocks them once its handlers are installed); the listen socket moves to fd 3,
-inheritable, announced by ``LISTEN_FDS=1``/``LISTEN_PID=<pid>`` as systemd does; every other
-descriptor is closed (inotify watches included). The new image finds the socket with
-:func:`adopt_socket`, so connections that arrive meanwhile wait in the kernel backlog.
+new image unblocks them once its handlers are installed). What crosses the exec is one
+typed record, :class:`Handover`, the only code that knows how it travels: the listen socket
+on fd 3, announced by ``LISTEN_FDS=1``/``LISTEN_PID=<pid>`` as systemd does, then the
+connections not served yet (with what was read of them), the prefork workers' heartbeat
+pipes and the evented child's socket, described by one JSON variable. Every other descriptor
+is closed (inotify watches included). The new image takes it all with
+:meth:`Handover.decode`, so connections that arrive meanwhile wait in the kernel backlog.
+The same decoding adopts a socket from systemd socket activation.
 
-The same adoption serves systemd socket activation.
+Also here: the syntax check a batch of changes passes before it may reload, and releasing
+debugpy's adapter so an IDE's debug session survives the exec.
 """
 
 from __future__ import annotations
@@ -15,45 +20,36 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import signal
 import socket
 import sys
 import time
-import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NoReturn
 
 __all__ = [
     "GAP_SIGNALS",
     "FileChanges",
+    "HandedChildren",
+    "HandedWorker",
+    "Handover",
     "Reload",
-    "adopt_connections",
-    "adopt_socket",
     "check_syntax",
     "describe_paths",
     "discard_bytecode",
-    "error_app",
     "prepare_reload",
     "reexec",
-    "reload_started",
-    "traceback_files",
 ]
 
 _logger = logging.getLogger(__name__)
 
 LISTEN_FD = 3  # the first descriptor systemd passes (SD_LISTEN_FDS_START)
-RELOAD_ENV = "DEVSERVE_RELOADING"  # "<first_seen> <decided> <exec_at> <what changed>"
-# "4,5:<base64>": connections handed over by a reload, with what was read of their request
-CONNECTIONS_ENV = "DEVSERVE_CONNECTION_FDS"
+HANDOVER_ENV = "DEVSERVE_HANDOVER"  # what the descriptors after the listen socket are (JSON)
 ADAPTER_STOP_TIMEOUT = 3.0  # seconds for debugpy's adapter to end before a reload goes on
-EVENTED_ENV = "DEVSERVE_EVENTED"  # "<socket fd>:<pid>,...": a prefork master's evented child
-WORKERS_ENV = "DEVSERVE_WORKER_FDS"  # "<pid>:<number>:<heartbeat fd>,...": prefork workers
 # Signals blocked across the exec gap: delivered late to the new image, never fatal.
 GAP_SIGNALS = frozenset(
     {
@@ -184,14 +180,99 @@ def discard_bytecode(paths: Iterable[str]) -> None:
                 os.unlink(importlib.util.cache_from_source(path, optimization=optimization))
 
 
-def adopt_socket() -> socket.socket | None:
-    """The listen socket handed over by the previous image or by systemd, if any is
-    addressed to this process. The variables are removed so children don't adopt it."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+@dataclass(frozen=True)
+class HandedWorker:
+    """A prefork worker that serves on through the exec, for the next image to adopt."""
+
+    pid: int
+    number: int  # 1..N: "worker #2"
+    heartbeat: int  # the read end of its heartbeat pipe (a descriptor)
+
+
+@dataclass(frozen=True)
+class HandedChildren:
+    """The socket a prefork master keeps for its evented child, and the PIDs of the
+    children still running on it (the next image starts its own and retires those)."""
+
+    sock: socket.socket
+    pids: tuple[int, ...]
+
+
+@dataclass
+class Handover:
+    """Everything that crosses the exec of a reload, and the one place that knows how it
+    travels: descriptors from ``LISTEN_FD`` on (the listen socket first, announced as
+    systemd does with ``LISTEN_FDS=1``/``LISTEN_PID``, then the connections, the workers'
+    heartbeat pipes and the evented socket), described by one JSON variable,
+    ``DEVSERVE_HANDOVER``. :meth:`encode` in one image, :meth:`decode` in the next."""
+
+    listener: socket.socket | None = None
+    reload: Reload | None = None  # what changed, and when each step began
+    # Accepted connections not served yet, each with what was read of its request.
+    connections: list[tuple[socket.socket, bytes]] = field(default_factory=list)
+    workers: list[HandedWorker] = field(default_factory=list)
+    evented: HandedChildren | None = None
+    watched: list[str] = field(default_factory=list)  # folders to watch beyond the project
+    debugger_failures: int = 0  # wrong debugger PINs so far: a reload buys no guesses
+
+    def encode(self, pid: int | None = None) -> tuple[list[int], dict[str, str]]:
+        """The descriptors to pass, in slot order (the first goes on ``LISTEN_FD``), and the
+        environment variables that tell the next image (``pid``: this one's) what they are."""
+        if self.listener is None:
+            raise ValueError("a hand-over needs the listen socket")
+        passed = [self.listener.fileno()]
+
+        def slot(descriptor: int) -> int:
+            passed.append(descriptor)
+            return LISTEN_FD + len(passed) - 1
+
+        record: dict[str, Any] = {
+            "connections": [
+                [slot(sock.fileno()), base64.b64encode(received).decode("ascii")]
+                for sock, received in self.connections
+            ],
+            "workers": [[w.pid, w.number, slot(w.heartbeat)] for w in self.workers],
+            "watched": list(self.watched),
+            "debugger_failures": self.debugger_failures,
+        }
+        if self.evented is not None:
+            record["evented"] = [slot(self.evented.sock.fileno()), list(self.evented.pids)]
+        if self.reload is not None:
+            timing = self.reload
+            record["reload"] = [timing.cause, timing.first_seen, timing.decided, timing.exec_at]
+        variables = {
+            "LISTEN_FDS": "1",
+            "LISTEN_PID": str(os.getpid() if pid is None else pid),
+            HANDOVER_ENV: json.dumps(record),
+        }
+        return passed, variables
+
+    @classmethod
+    def decode(
+        cls, environ: MutableMapping[str, str] | None = None, pid: int | None = None
+    ) -> Handover:
+        """What the previous image (or systemd: a listen socket only) handed to this process
+        (``pid``), taken out of the environment so that neither the app nor a child sees it.
+        A malformed record is logged and left out: the image starts afresh instead."""
+        environ = os.environ if environ is None else environ
+        listener = _adopt_listener(environ, os.getpid() if pid is None else pid)
+        value = environ.pop(HANDOVER_ENV, "")
+        if listener is None or not value:  # none, or another process's
+            return cls(listener=listener)
+        try:
+            return _parse(json.loads(value), listener)
+        except (ValueError, TypeError, KeyError, IndexError, OSError) as error:
+            _logger.warning("the previous image's hand-over is malformed (%s): ignored", error)
+            return cls(listener=listener)
+
+
+def _adopt_listener(environ: MutableMapping[str, str], pid: int) -> socket.socket | None:
+    """The listen socket on ``LISTEN_FD``, when ``LISTEN_PID`` names this process."""
+    if environ.get("LISTEN_PID") != str(pid):
         return None
-    count = os.environ.pop("LISTEN_FDS", "")
-    os.environ.pop("LISTEN_PID", None)
-    os.environ.pop("LISTEN_FDNAMES", None)
+    count = environ.pop("LISTEN_FDS", "")
+    environ.pop("LISTEN_PID", None)
+    environ.pop("LISTEN_FDNAMES", None)
     if count != "1":
         _logger.warning("LISTEN_FDS=%s: devserve adopts exactly one socket; binding instead", count)
         return None
@@ -200,16 +281,49 @@ def adopt_socket() -> socket.socket | None:
     return sock
 
 
-def reload_started() -> Reload | None:
-    """When this image is the result of a reload: what changed, and when each step began."""
-    value = os.environ.pop(RELOAD_ENV, None)
-    if not value:
-        return None
-    try:
-        first_seen, decided, exec_at, cause = value.split(" ", 3)
-        return Reload(cause, float(first_seen), float(decided), float(exec_at))
-    except ValueError:
-        return None
+def _parse(record: dict[str, Any], listener: socket.socket) -> Handover:
+    reload = None
+    if "reload" in record:
+        cause, first_seen, decided, exec_at = record["reload"]
+        reload = Reload(str(cause), float(first_seen), float(decided), float(exec_at))
+    evented = None
+    if "evented" in record:
+        descriptor, pids = record["evented"]
+        evented = HandedChildren(_socket(descriptor), tuple(int(pid) for pid in pids))
+    return Handover(
+        listener=listener,
+        reload=reload,
+        connections=[
+            (_socket(descriptor), base64.b64decode(received, validate=True))
+            for descriptor, received in record["connections"]
+        ],
+        workers=[
+            HandedWorker(int(pid), int(number), _pipe(descriptor))
+            for pid, number, descriptor in record["workers"]
+        ],
+        evented=evented,
+        watched=[str(folder) for folder in record["watched"]],
+        debugger_failures=int(record["debugger_failures"]),
+    )
+
+
+def _socket(descriptor: object) -> socket.socket:
+    sock = socket.socket(fileno=_descriptor(descriptor))
+    sock.set_inheritable(False)
+    return sock
+
+
+def _pipe(descriptor: object) -> int:
+    fd = _descriptor(descriptor)
+    os.set_inheritable(fd, False)
+    os.set_blocking(fd, False)
+    return fd
+
+
+def _descriptor(value: object) -> int:
+    if not isinstance(value, int) or value <= LISTEN_FD:
+        raise ValueError(f"{value!r} is not a handed descriptor")
+    return value
 
 
 @contextlib.contextmanager
@@ -221,52 +335,27 @@ def _gap_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def reexec(
-    listener: socket.socket,
-    reload: Reload,
-    connections: Iterable[tuple[socket.socket, bytes]] = (),
-    workers: Iterable[Any] = (),
-    evented: tuple[socket.socket, list[int]] | None = None,
-) -> NoReturn:
-    """Replace this process with a fresh image of itself: same PID, same command line,
-    same interpreter options, same listen socket; accepted connections whose request was
-    not served yet go along (fds 4, 5, ... listed in ``DEVSERVE_CONNECTION_FDS``, each with
-    the start of its request head when one was read), and so do
-    prefork workers, which serve on meanwhile (their heartbeat pipes next, listed with their
-    PIDs in ``DEVSERVE_WORKER_FDS``), and the prefork master's evented-child socket last,
-    with the PIDs of its children, in ``DEVSERVE_EVENTED``."""
+def reexec(handover: Handover) -> NoReturn:
+    """Replace this process with a fresh image of itself: same PID, same command line, same
+    interpreter options, and what ``handover`` holds (see :class:`Handover`): the listen
+    socket, the connections not served yet, the prefork workers (which serve on meanwhile),
+    the evented child's socket."""
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
     execv: Callable[[str, list[str]], NoReturn] = os.execv
     if "debugpy" in sys.modules:
         execv = release_debugpy(argv)
-    workers = list(workers)
-    connections = list(connections)
     with _gap_signals_blocked():
         logging.shutdown()  # flush the log before the image goes
+        if handover.reload is not None:
+            exec_at = time.monotonic()
+            handover = replace(handover, reload=replace(handover.reload, exec_at=exec_at))
+        passed, variables = handover.encode()
         # First out of the way (above every target number), then onto 3, 4, 5...
-        passed = [sock.fileno() for sock in (listener, *(c for c, _ in connections))]
-        passed += [worker.heartbeat for worker in workers]
-        if evented is not None:
-            passed.append(evented[0].fileno())
         above = LISTEN_FD + len(passed)
         high = [fcntl.fcntl(descriptor, fcntl.F_DUPFD_CLOEXEC, above) for descriptor in passed]
         for target, descriptor in enumerate(high, start=LISTEN_FD):
             os.dup2(descriptor, target, inheritable=True)
-        after_heartbeats = LISTEN_FD + 1 + len(connections) + len(workers)
-        heartbeats = range(after_heartbeats - len(workers), after_heartbeats)
-        extra = ",".join(
-            f"{fd}:{base64.b64encode(received).decode()}" if received else str(fd)
-            for fd, (_, received) in enumerate(connections, start=LISTEN_FD + 1)
-        )
-        numbered = zip(workers, heartbeats, strict=True)
-        listed = ",".join(f"{w.pid}:{w.number}:{fd}" for w, fd in numbered)
-        child = f"{after_heartbeats}:{','.join(map(str, evented[1]))}" if evented else ""
-        timing = f"{reload.first_seen} {reload.decided} {time.monotonic()} {reload.cause}"
-        os.environ.update(
-            LISTEN_FDS="1",
-            LISTEN_PID=str(os.getpid()),
-            **{RELOAD_ENV: timing, CONNECTIONS_ENV: extra, WORKERS_ENV: listed, EVENTED_ENV: child},
-        )
+        os.environ.update(variables)
         # Close every other descriptor we may have leaked (inotify's is not close-on-exec).
         os.closerange(LISTEN_FD + len(passed), _max_fd())
         execv(sys.executable, argv)
@@ -338,105 +427,8 @@ def _option(cmdline: Sequence[str], name: str) -> str | None:
     return None
 
 
-def adopt_workers() -> list[tuple[int, int, int]]:
-    """The prefork workers of the previous image, still serving: (pid, number, heartbeat
-    fd) for each one that is still our child."""
-    listed = os.environ.pop(WORKERS_ENV, "")
-    workers = []
-    for item in filter(None, listed.split(",")):
-        try:
-            pid, number, descriptor = (int(part) for part in item.split(":"))
-        except ValueError:
-            continue
-        with contextlib.suppress(OSError):
-            os.set_inheritable(descriptor, False)
-            os.set_blocking(descriptor, False)
-            workers.append((pid, number, descriptor))
-    return workers
-
-
-def adopt_evented() -> tuple[socket.socket | None, list[int]]:
-    """A prefork master's evented-child socket from the previous image, with the PIDs of
-    the children still running there (this image starts its own; those are retired)."""
-    descriptor, _, pids = os.environ.pop(EVENTED_ENV, "").partition(":")
-    if not descriptor.isdigit():
-        return None, []
-    sock = socket.socket(fileno=int(descriptor))
-    sock.set_inheritable(False)
-    return sock, [int(pid) for pid in pids.split(",") if pid.isdigit()]
-
-
-def adopt_connections() -> list[tuple[socket.socket, bytes]]:
-    """The connections the previous image accepted but did not serve, each with what was
-    read of its request."""
-    listed = os.environ.pop(CONNECTIONS_ENV, "")
-    connections = []
-    for item in filter(None, listed.split(",")):
-        descriptor, _, encoded = item.partition(":")
-        try:
-            received = base64.b64decode(encoded, validate=True)
-            connection = socket.socket(fileno=int(descriptor))
-        except (ValueError, OSError):
-            continue
-        connection.set_inheritable(False)
-        connections.append((connection, received))
-    return connections
-
-
 def _max_fd() -> int:
     try:
         return os.sysconf("SC_OPEN_MAX")
     except (ValueError, OSError):
         return 65536
-
-
-# --- broken code never kills the server ---
-
-
-def traceback_files(error: BaseException) -> list[str]:
-    """The source files named in an exception's traceback (and a SyntaxError's file)."""
-    files = []
-    current: BaseException | None = error
-    while current is not None:
-        if isinstance(current, SyntaxError) and current.filename:
-            files.append(current.filename)
-        files.extend(frame.filename for frame in traceback.extract_tb(current.__traceback__))
-        current = current.__cause__
-    return sorted({f for f in files if os.path.isfile(f)})
-
-
-def error_app(error: BaseException) -> WSGIApplication:
-    """Answers every request with a 500 showing why the app failed to load."""
-    cause = error.__cause__ or error
-    details = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
-    summary = str(error)
-
-    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        if "text/html" in environ.get("HTTP_ACCEPT", ""):
-            import html
-
-            body = _ERROR_PAGE.format(
-                summary=html.escape(summary), details=html.escape(details)
-            ).encode()
-            content_type = "text/html; charset=utf-8"
-        else:
-            body = (
-                f"{summary}\n\n{details}\ndevserve reloads when a watched file changes.\n".encode()
-            )
-            content_type = "text/plain; charset=utf-8"
-        start_response(
-            "500 Internal Server Error",
-            [("Content-Type", content_type), ("Content-Length", str(len(body)))],
-        )
-        return [body]
-
-    return app
-
-
-_ERROR_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>App failed to load</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem}}
-pre{{background:#fee;padding:1rem;overflow:auto}}</style></head>
-<body><h1>The app failed to load</h1><p>{summary}</p><pre>{details}</pre>
-<p>devserve is watching: save a fix and reload this page.</p></body></html>
-"""

@@ -10,9 +10,11 @@ addons platform (``app``, ``addons``, ``cron``). ``cli`` calls :func:`serve`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -29,6 +31,7 @@ from devserve import (
     project,
     reloader,
     servers,
+    values,
     watching,
 )
 from devserve._engine import gevent
@@ -37,11 +40,18 @@ from devserve.errors import AppLoadError, ConfigError, ExitCode, NotWSGIError
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
+    from devserve._engine.children import Companion
+    from devserve._engine.evented_child import EventedChild
     from devserve.frameworks import Integration
 
-__all__ = ["check_gevent", "run", "serve"]
+__all__ = ["check_gevent", "is_next_image", "run", "serve"]
 
 _logger = logging.getLogger(__name__)
+
+
+def is_next_image() -> bool:
+    """Whether this process is the next image of a reload (its hand-over still to take)."""
+    return reloader.HANDOVER_ENV in os.environ
 
 
 def check_gevent() -> None:
@@ -90,8 +100,8 @@ def serve(
 
 def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bool) -> int:
     log.setup_logging(settings.log_level, settings.logfile)
-    reloaded = reloader.reload_started()
-    remembered = watching.take_remembered()  # before any of the app's code runs
+    handover = reloader.Handover.decode()  # before any of the app's code runs
+    reloaded = handover.reload
     if settings.save and settings.config and not reloaded:  # the first image saved them
         config.save_config_file(settings, settings.config)
         _logger.info("settings saved to %s", settings.config)
@@ -121,7 +131,7 @@ def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bo
     pidfile = servers.Pidfile(settings.pidfile)
     pidfile.write()
     try:
-        return _run_server(settings, given, reloaded, pidfile, post_mortem, evented, remembered)
+        return _run_server(settings, given, handover, pidfile, post_mortem, evented)
     finally:
         pidfile.remove()
 
@@ -133,22 +143,25 @@ def _debugger_attached() -> bool:
 
 
 def _post_mortem_asked(settings: config.Settings) -> bool:
-    return bool(set(settings.dev) & set(config.POST_MORTEM))
+    return bool(set(settings.dev) & set(values.POST_MORTEM))
 
 
 def _make_server(
     settings: config.Settings,
     application: WSGIApplication,
-    sock: Any,
+    sock: socket.socket,
+    handover: reloader.Handover,
+    *,
     given: Any,
     broken: bool,
     paused: Callable[[], bool],
     evented: bool,
-    on_changes: Callable[[Any], frozenset[str]],
+    evented_child: EventedChild | None,
+    on_changes: Callable[[reloader.FileChanges], frozenset[str]],
     on_imported: Callable[[list[str]], None] | None,
-) -> Any:
-    """The server of the mode asked for: threaded, gevent, or prefork with ``--workers``."""
-
+) -> servers.Server:
+    """The server of the mode asked for: threaded, gevent, or prefork with ``--workers``.
+    (Each mode's module is imported here, so a process imports only its own.)"""
     common: dict[str, Any] = {
         "shutdown_grace": settings.shutdown_grace,
         "reload_grace": settings.reload_grace,
@@ -161,37 +174,39 @@ def _make_server(
         return gevent.GeventServer(
             application,
             sock,
-            connections=reloader.adopt_connections(),
+            connections=handover.connections,
             limits=limits.Limits.from_settings(settings, debugging=_debugger_attached()),
             parent=gevent.parent_pid(),
             **common,
         )
-    adopted = reloader.adopt_workers()
     if not settings.workers:
-        for pid, _number, heartbeat in adopted:  # --workers was dropped: not ours to keep
-            os.kill(pid, signal.SIGTERM)
-            os.close(heartbeat)
+        for worker in handover.workers:  # --workers was dropped: not ours to keep
+            os.kill(worker.pid, signal.SIGTERM)
+            os.close(worker.heartbeat)
         limits.set_memory_hard(settings.limit_memory_hard)
-        from devserve._engine import threaded  # here: each mode imports only its own
+        from devserve._engine import threaded
 
         return threaded.ThreadedServer(
             application,
             sock,
             max_threads=settings.max_http_threads,
-            connections=reloader.adopt_connections(),
+            connections=handover.connections,
             limits=limits.Limits.from_settings(settings, debugging=_debugger_attached()),
             paused=paused,
             **common,
         )
-    from devserve import cron
     from devserve._engine import prefork
 
     now = time.monotonic()
     workers = [  # serving already: never taken for workers that fail to start
-        prefork.Worker(pid, number, fd, last_seen=now, ready=True) for pid, number, fd in adopted
+        prefork.Worker(w.pid, w.number, w.heartbeat, last_seen=now, ready=True)
+        for w in handover.workers
     ]
     if broken and workers:
         _logger.error("the new code did not load: the workers of the previous code go on serving")
+    companions: list[Companion] = [] if evented_child is None else [evented_child]
+    if jobs := ([] if broken else _served_jobs(settings, evented=False)):
+        companions.append(_cron_workers(settings, jobs))
     return prefork.PreforkServer(
         application,
         sock,
@@ -202,23 +217,23 @@ def _make_server(
         adopted=workers,
         keep_adopted=broken and bool(workers),
         report_roots=project.roots(settings, given),
-        evented=_evented_child(settings, given),
-        cron_jobs=[] if broken else _served_jobs(settings, evented=False),
-        cron_workers=settings.max_cron_threads,
-        cron_time_limit=cron.time_limit(settings),
+        companions=companions,
         on_imported=on_imported,
         **common,
     )
 
 
-def _evented_child(settings: config.Settings, given: Any) -> Any:
-    """With ``--gevent-port``: the prefork master's evented child, on a socket bound once
-    (or kept from the previous image)."""
-    from devserve._engine import children
+def _evented_child(
+    settings: config.Settings, given: Any, handed: reloader.HandedChildren | None
+) -> EventedChild | None:
+    """With ``--workers`` and ``--gevent-port``: the prefork master's evented child, on a
+    socket bound once (or kept from the previous image). Without: the previous image's
+    child, if any, is stopped."""
+    from devserve._engine import evented_child
 
-    sock, previous = reloader.adopt_evented()
-    if settings.gevent_port is None:
-        if sock is not None:  # --gevent-port was dropped: the previous child goes
+    sock, previous = (handed.sock, list(handed.pids)) if handed else (None, [])
+    if settings.gevent_port is None or not settings.workers:
+        if sock is not None:  # --gevent-port (or --workers) was dropped: the child goes
             for pid in previous:
                 os.kill(pid, signal.SIGTERM)
             sock.close()
@@ -235,10 +250,11 @@ def _evented_child(settings: config.Settings, given: Any) -> Any:
     if sock is None:
         sock = servers.bind_socket(settings.http_interface, settings.gevent_port)
     port = sock.getsockname()[1]
-    return children.EventedChild(sock, children.child_environment(settings, port), previous, port)
+    environment = evented_child.child_environment(settings, port)
+    return evented_child.EventedChild(sock, environment, previous, port)
 
 
-def _evented_child_socket(evented: bool) -> Any:
+def _evented_child_socket(evented: bool) -> socket.socket | None:
     if not evented:
         return None
     return gevent.child_socket()
@@ -247,14 +263,14 @@ def _evented_child_socket(evented: bool) -> Any:
 def _run_server(
     settings: config.Settings,
     given: WSGIApplication | None,
-    reloaded: Any,
-    pidfile: Any,
+    handover: reloader.Handover,
+    pidfile: servers.Pidfile,
     post_mortem: str | None,
     evented: bool,
-    remembered: list[str],
 ) -> int:
     limits.raise_open_files()  # every mode: as many connections as the system allows
-    sock = reloader.adopt_socket() or _evented_child_socket(evented)
+    reloaded = handover.reload
+    sock = handover.listener or _evented_child_socket(evented)
     sock = sock or servers.bind_socket(settings.http_interface, settings.http_port)
     if "werkzeug" in settings.dev:
         debug.check_socket_safety(sock, settings.debugger_allow_remote)
@@ -275,6 +291,7 @@ def _run_server(
             settings.http_interface,
             settings.debugger_pin,
             settings.debugger_trusted_host,
+            failures=handover.debugger_failures,
         )
     watch = watching.ReloadWatch(
         settings,
@@ -283,32 +300,35 @@ def _run_server(
         given=given,
         integration=integration,
         in_process=not settings.workers,  # prefork: the workers serve
-        remembered=remembered,
+        remembered=handover.watched,
     )
+    child = None if evented else _evented_child(settings, given, handover.evented)
     server = _make_server(
         settings,
         application,
         sock,
-        given,
+        handover,
+        given=given,
         broken=bool(broken_files),
         paused=lambda: holder is not None and holder.holding > 0,
         evented=evented,
+        evented_child=child,
         on_changes=watch.on_changes,
         on_imported=watch.learned if settings.reload else None,
     )
     server.changes_quiet_for = watch.quiet_for  # a reload waits for a checkout to end
-    evented_child = bool(getattr(server, "parent", None))  # the prefork master's
+    is_evented_child = evented and gevent.parent_pid() is not None  # a prefork master's
 
     def announce() -> None:
         if reloaded:
             now = time.monotonic()
             took = (now - reloaded.first_seen) * 1000
             _logger.info("reloaded in %.0f ms: %s", took, reloaded.summary(now))
-        elif evented_child:
+        elif is_evented_child:
             _logger.info("evented child serving on %s (pid %d)", server.url, os.getpid())
         else:
             _print_banner(settings, server, given, application)
-        if not evented_child:  # its master watches, and reports what the framework says
+        if not is_evented_child:  # its master watches, and reports what the framework says
             watch.start_in_background(server.notify, after=server.served_first)
             _framework_started(integration, server.served_first, in_thread=not settings.workers)
         if crons is not None:
@@ -319,16 +339,12 @@ def _run_server(
         watch.stop()  # before the server's wake-up pipe closes: nothing notifies after
         crons_done, outcome = _stop_crons(crons, settings, outcome)
         if outcome is servers.Outcome.RELOAD and server.reload is not None:
-            watch.remember()
-            if debugger is not None:
-                debug.hand_over_failures(debugger)
-            reloader.reexec(
-                server.listener,
-                server.reload,
-                server.handover,
-                server.worker_handover,
-                getattr(server, "evented_handover", None),
-            )
+            handed = server.handover()
+            if child is not None:  # retired by the master: it finishes on its own
+                handed.evented = child.handover()
+            handed.watched = watch.folders_to_remember()
+            handed.debugger_failures = debug.failed_pins(debugger)
+            reloader.reexec(handed)
         code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
         if server.unfinished or not crons_done:
             # Non-daemon request threads would hold the interpreter open, and a cron job
@@ -360,7 +376,7 @@ def _integration(
 
 
 def _framework_started(
-    integration: Integration, served_first: threading.Event, in_thread: bool
+    integration: Integration, served_first: servers.Event, in_thread: bool
 ) -> None:
     """What the framework reports once serving (Django's system checks). In a thread, once
     the first request was answered (or 250 ms passed), so it never delays serving; not in
@@ -392,6 +408,19 @@ def _served_jobs(settings: config.Settings, evented: bool) -> list[Any]:
     from devserve import addons, cron  # here: a plain WSGI app never pays for them
 
     return cron.served_jobs(addon.name for addon in addons.imported())
+
+
+def _cron_workers(settings: config.Settings, jobs: list[Any]) -> Companion:
+    """Prefork's cron workers: the jobs dealt into one slot per worker, each slot's worker
+    running its share on one thread."""
+    from devserve import cron
+    from devserve._engine.cron_workers import CronWorkers
+
+    limit = cron.time_limit(settings)
+    parts = cron.partition(jobs, min(settings.max_cron_threads, len(jobs)))
+    return CronWorkers(
+        [functools.partial(cron.CronRunner, part, threads=1, time_limit=limit) for part in parts]
+    )
 
 
 def _cron_runner(settings: config.Settings, evented: bool) -> Any:
@@ -475,7 +504,7 @@ def _load_or_show_error(
             error,
             exc_info=error.__cause__ or error,
         )
-        return reloader.error_app(error), None, reloader.traceback_files(error)
+        return app.error_app(error), None, app.traceback_files(error)
 
 
 def _print_banner(settings: config.Settings, server: Any, given: Any, served: Any) -> None:

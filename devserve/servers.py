@@ -1,12 +1,15 @@
-"""What every server mode shares: the control loop and the process around it.
+"""What every server mode shares: the :class:`Server` contract, the control loop and the
+process around it.
 
 One control loop per process runs in the main thread (:class:`ControlLoop`): signal
 handlers, request threads and the file watcher never act themselves; they post an event
 and wake the loop through a pipe, and the loop dispatches: stop (a second one forces),
 reload (HUP, or a batch of changed files the syntax check lets through), and the signal
-actions (QUIT, USR1...). The modes live in ``devserve._engine``: the threaded server
-(default), the prefork master and the gevent server. Also here: binding the listen socket,
-the signals captured while serving, the pidfile.
+actions (QUIT, USR1...). Its run is written once (:meth:`ControlLoop.run`: signals in,
+serve until asked, refuse, drain, let late writes settle, block the gap signals before a
+reload's exec) with hooks each mode fills: the threaded server (default), the prefork
+master and the gevent server, in ``devserve._engine``. Also here: binding the listen
+socket, the signals captured while serving, the pidfile.
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from devserve.errors import BindError
-from devserve.reloader import GAP_SIGNALS, FileChanges, Reload, describe_paths
+from devserve.reloader import GAP_SIGNALS, FileChanges, Handover, Reload, describe_paths
 
 __all__ = [
     "ControlLoop",
     "ErrorReport",
     "Outcome",
     "Pidfile",
+    "Server",
     "bind_socket",
     "capture_signals",
 ]
@@ -53,6 +57,45 @@ class Outcome(enum.Enum):
     STOP = "stop"  # INT/TERM: exit
     RELOAD = "reload"  # HUP or a code change: re-exec in place
     FORCED = "forced"  # a second INT/TERM while draining: exit now
+
+
+class Event(Protocol):
+    """A threading (or gevent) event."""
+
+    def is_set(self) -> bool: ...
+
+    def set(self) -> None: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+
+class Server(Protocol):
+    """What the runtime needs of a server, whatever its mode."""
+
+    listener: socket.socket
+    unfinished: int  # requests cut short when run() returned
+    reload: Reload | None  # after a run that ended in a reload: why, and when
+    # Seconds since the watcher saw a file change: a reload waits for a checkout to end.
+    changes_quiet_for: Callable[[], float]
+
+    @property
+    def served_first(self) -> Event:
+        """Set once a first request was answered (prefork: once a first worker is ready)."""
+        ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> Outcome: ...
+
+    def notify(self, event: Any) -> bool: ...
+
+    def handover(self) -> Handover: ...
+
+    def close(self) -> None: ...
 
 
 def bind_socket(interface: str, port: int) -> socket.socket:
@@ -147,6 +190,7 @@ class ControlLoop:
     the ``signal_actions`` (QUIT, USR1...). Each mode adds its own events."""
 
     mode = "?"
+    extra_signals: tuple[signal.Signals, ...] = ()  # a mode's own, beside GAP_SIGNALS
 
     def __init__(
         self,
@@ -182,8 +226,7 @@ class ControlLoop:
         self.changes_quiet_for: Callable[[], float] = lambda: float("inf")
         self.unfinished = 0  # requests cut short when run() returned
         # After a reload: for the next image, connections with what was read of their request.
-        self.handover: list[tuple[socket.socket, bytes]] = []
-        self.worker_handover: list[Any] = []  # after a reload: prefork workers for the next image
+        self.handed_connections: list[tuple[socket.socket, bytes]] = []
 
     @property
     def description(self) -> str:
@@ -200,6 +243,59 @@ class ControlLoop:
         host, port = self.address
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}"
+
+    # --- the run, written once; the hooks below are the modes' ---
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> Outcome:
+        """Serve until a stop or reload is asked for; then drain. Returns what ended it.
+        ``on_ready`` runs once the signal handlers are in place (so a signal sent by whoever
+        saw the readiness announcement is handled, never fatal)."""
+        with self._signals_handled():
+            self._start()
+            if on_ready is not None:
+                on_ready()
+            while self._outcome is None:
+                try:
+                    self._turn()
+                except Exception as error:  # nothing ends the loop: it sheds load instead
+                    self._errors.add(error)
+            self._stop_accepting()
+            if self._outcome is Outcome.STOP:
+                self._refuse_new_clients()
+                self._log_stopping()
+            self._drain()
+            self._let_writes_settle()
+            if self._outcome is Outcome.RELOAD:
+                # Held from here to the new image's handlers: none may take a default action.
+                signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)
+        return self._outcome
+
+    def _signals_handled(self) -> contextlib.AbstractContextManager[None]:
+        """While serving, the signals post themselves as events."""
+        return capture_signals((*GAP_SIGNALS, *self.extra_signals), self.notify, self._reloading)
+
+    def _start(self) -> None:
+        """The signal handlers are in: start serving."""
+
+    def _turn(self) -> None:
+        """One turn of the loop: wait for events (a mode's too) and handle them."""
+        self._step(None)
+
+    def _stop_accepting(self) -> None:
+        """A stop or a reload was asked for: accept no more connections."""
+
+    def _refuse_new_clients(self) -> None:
+        """Stopping: clients that connect from now on are refused."""
+        self.listener.close()
+
+    def _drain(self) -> None:
+        """Let what runs finish within the grace period; what is handed over is set aside."""
+
+    def handover(self) -> Handover:
+        """After a run that ended in a reload: what this server hands to the next image."""
+        return Handover(
+            listener=self.listener, reload=self.reload, connections=self.handed_connections
+        )
 
     def notify(self, event: Any) -> bool:
         """Post an event and wake the control loop; False once the server is closed. Safe

@@ -195,19 +195,28 @@ class PathFilter:
 class Debouncer:
     """Collects reported paths and hands them on as one batch once no new path has arrived
     for ``quiet`` seconds (at most ``max_wait`` after the first), so a ``git checkout`` of
-    500 files is one batch and a half-written tree is never reported."""
+    500 files is one batch and a half-written tree is never reported.
+
+    Each path is stamped with ``clock()`` when it is reported; the thread waits exactly
+    until the batch is due. :meth:`pump` is one turn of that thread without the wait, so a
+    test can replay scripted events on a fake clock."""
 
     def __init__(
         self,
         on_batch: Callable[[frozenset[str], float], object],
         quiet: float = SETTLE_QUIET,
         max_wait: float = SETTLE_MAX,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.on_batch = on_batch
         self.quiet = quiet
         self.max_wait = max_wait
-        self._paths: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self.last_put = 0.0  # time.monotonic() of the last path reported
+        self.clock = clock
+        self._paths: queue.SimpleQueue[tuple[str, float] | None] = queue.SimpleQueue()
+        self.last_put = 0.0  # clock() of the last path reported
+        self._batch: set[str] = set()
+        self._first = self._last = 0.0  # when the batch's first and last paths came
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="devserve.watcher", daemon=True)
         self._thread.kind = "watcher"  # type: ignore[attr-defined]
 
@@ -215,8 +224,8 @@ class Debouncer:
         self._thread.start()
 
     def put(self, path: str) -> None:
-        self.last_put = time.monotonic()
-        self._paths.put(path)
+        self.last_put = now = self.clock()
+        self._paths.put((path, now))
 
     def stop(self, timeout: float = 1.0) -> None:
         """No batch is handed on once this returns (within ``timeout``)."""
@@ -224,22 +233,52 @@ class Debouncer:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    def due_in(self, now: float) -> float | None:
+        """Seconds until the batch is due (0: now); None without one."""
+        if not self._batch:
+            return None
+        return max(0.0, min(self._last + self.quiet, self._first + self.max_wait) - now)
+
+    def pump(self) -> bool:
+        """Take every path reported so far, and hand the batch on if it is due. False once
+        stopped."""
+        while not self._stopped:
+            try:
+                item = self._paths.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._stopped = True  # the batch under way is dropped, never handed on late
+                self._batch.clear()
+            else:
+                self._add(*item)
+        if self._stopped:
+            return False
+        if self.due_in(self.clock()) == 0:
+            batch, first_seen = frozenset(self._batch), self._first
+            self._batch.clear()
+            self.on_batch(batch, first_seen)
+        return True
+
+    def _add(self, path: str, at: float) -> None:
+        if not self._batch:
+            self._first = at
+        self._batch.add(path)
+        self._last = at
+
     def _run(self) -> None:
         while True:
-            first = self._paths.get()  # blocks: no wake-ups while nothing changes
-            if first is None:
-                return
-            first_seen = time.monotonic()
-            batch = {first}
-            while time.monotonic() - first_seen < self.max_wait:
-                try:
-                    path = self._paths.get(timeout=self.quiet)
-                except queue.Empty:
-                    break
-                if path is None:
+            try:  # no batch: blocks, no wake-ups while nothing changes
+                item = self._paths.get(timeout=self.due_in(self.clock()))
+            except queue.Empty:
+                pass
+            else:
+                if item is None:
+                    self._stopped = True
                     return
-                batch.add(path)
-            self.on_batch(frozenset(batch), first_seen)
+                self._add(*item)
+            if not self.pump():
+                return
 
 
 # --- the watcher ---

@@ -16,19 +16,21 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devserve import config, project, reloader
 from devserve.frameworks import Integration
 from devserve.reloader import FileChanges
 
-__all__ = ["ReloadWatch", "take_remembered"]
+if TYPE_CHECKING:
+    from devserve.servers import Event
+
+__all__ = ["ReloadWatch"]
 
 _logger = logging.getLogger(__name__)
 
 WATCHER_DELAY = 0.25  # the watcher sets up after the first request, or after this long
 IMPORTS_EVERY = 1.0  # seconds between two looks for modules imported since
-REMEMBERED_ENV = "DEVSERVE_WATCHED"  # folders an earlier image watched, os.pathsep-separated
 
 
 class ReloadWatch:
@@ -91,7 +93,7 @@ class ReloadWatch:
 
     # --- lifecycle ---
 
-    def start_in_background(self, notify: Callable[[Any], object], after: threading.Event) -> None:
+    def start_in_background(self, notify: Callable[[Any], object], after: Event) -> None:
         """Set the watches up in a thread, once the first request was answered (after a
         reload, someone is waiting for it) or 250 ms have passed. Changes made meanwhile are
         caught up by modification time."""
@@ -177,12 +179,11 @@ class ReloadWatch:
         """Seconds since a watched file last changed (infinite before any, or unwatched)."""
         return self.watcher.quiet_for() if self.watcher is not None else float("inf")
 
-    def remember(self) -> None:
-        """Before an exec: the next image watches the folders this one learned from its
-        start, before it imports them again."""
+    def folders_to_remember(self) -> list[str]:
+        """Before an exec: the folders the next image watches from its start, before it
+        imports them again (those this one watched and learned; the hand-over carries them)."""
         watched = self.watcher.roots if self.watcher is not None else []
-        folders = [*self.remembered, *watched, *self._drain_learned()]
-        os.environ[REMEMBERED_ENV] = os.pathsep.join(dict.fromkeys(folders))
+        return list(dict.fromkeys([*self.remembered, *watched, *self._drain_learned()]))
 
     def stop(self) -> None:
         self.stopped.set()
@@ -224,10 +225,3 @@ class ReloadWatch:
         static = {path for path in paths if project.is_static(path, roots, self._static)}
         rest = paths - static
         return static, self.integration.refresh(rest, self.in_process) if rest else set()
-
-
-def take_remembered() -> list[str]:
-    """The folders an earlier image watched (this image's reload handed them over), taken
-    out of the environment before the app's code runs and could pass them on."""
-    value = os.environ.pop(REMEMBERED_ENV, "")
-    return [folder for folder in value.split(os.pathsep) if folder]

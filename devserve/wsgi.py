@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from devserve import addons, app, config, log
-from devserve.errors import DevserveError
+from devserve.errors import DevserveError, report
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -40,11 +40,9 @@ def _application() -> WSGIApplication:
     try:
         return create_application()
     except DevserveError as error:
-        from devserve import cli
-
         # SystemExit, not the error: a WSGI server would print its traceback, and the exit
         # code tells gunicorn not to restart a worker that can only fail again.
-        raise SystemExit(cli.report(error)) from None
+        raise SystemExit(report(error)) from None
 
 
 application = _application()

@@ -12,8 +12,8 @@ do for a long time while the hub waits.
 A reload keeps the listen socket, lets running requests finish, and hands connections that
 wait for their next request to the next image, untouched (nothing of them was read).
 
-In prefork mode, :class:`~devserve._engine.children.EventedChild` is the master's side: it
-runs ``devserve gevent`` on ``--gevent-port`` as a child (Odoo's long-polling port), on a
+In prefork mode, :class:`~devserve._engine.evented_child.EventedChild` is the master's side:
+it runs ``devserve gevent`` on ``--gevent-port`` as a child (Odoo's long-polling port), on a
 socket the master keeps, so a respawn or a reload never refuses a client.
 """
 
@@ -28,11 +28,12 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from devserve._engine.children import PARENT_ENV, SOCKET_ENV, set_title
+from devserve._engine.children import orphaned, set_title
 from devserve._engine.connection import HTTPConnection
+from devserve._engine.evented_child import PARENT_ENV, SOCKET_ENV
 from devserve._engine.wire import BODY_TIMEOUT, RequestInfo, ServerInfo, close_connection
 from devserve.limits import Limits
 from devserve.reloader import GAP_SIGNALS, FileChanges
@@ -139,47 +140,44 @@ class GeventServer(ControlLoop):
         # drain waits for them all, or a connection accepted last would be reset at exit.
         self.connections = gevent.pool.Pool()
         self._acceptor: Any = None
+        self._watchdog_greenlet: Any = None
 
     @property
     def description(self) -> str:
         return "gevent" if self.parent is None else f"gevent, evented child of {self.parent}"
 
-    def run(self, on_ready: Callable[[], None] | None = None) -> Outcome:
+    @contextlib.contextmanager
+    def _signals_handled(self) -> Iterator[None]:
+        """Through ``gevent.signal_handler``: a plain handler would wait for the main
+        greenlet to run Python code, which it may not do for a long time."""
         import gevent
 
         handled = set(GAP_SIGNALS)
         if self.parent is not None:  # the terminal's CTRL-C: the master stops this child
-            set_title("evented child")
             handled.discard(signal.SIGINT)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         handlers = [gevent.signal_handler(s, self.notify, s) for s in handled]
         signal.pthread_sigmask(signal.SIG_UNBLOCK, GAP_SIGNALS)
         try:
-            self._acceptor = gevent.spawn(self._accept)
-            for connection, received in self._adopted:  # handed over by the previous image
-                self._adopt(connection, received)
-            self._adopted.clear()
-            watchdog = gevent.spawn(self._watchdog)
-            if on_ready is not None:
-                on_ready()
-            while self._outcome is None:
-                for key, _ in self._selector.select(None):
-                    if key.data == "wake":
-                        self._handle_events()
-            watchdog.kill(block=False)
-            self._acceptor.kill()  # no connection is accepted from now on
-            if self._outcome is Outcome.STOP:
-                self.listener.close()  # this process's descriptor: new clients are refused
-                self._log_stopping()
-            self._drain()
-            self._let_writes_settle()
-            if self._outcome is Outcome.RELOAD:
-                # Held from here to the new image's handlers: none may take a default action.
-                signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)
+            yield
         finally:
             for handler in handlers:
                 handler.cancel()
-        return self._outcome
+
+    def _start(self) -> None:
+        import gevent
+
+        if self.parent is not None:
+            set_title("evented child")
+        self._acceptor = gevent.spawn(self._accept)
+        for connection, received in self._adopted:  # handed over by the previous image
+            self._adopt(connection, received)
+        self._adopted.clear()
+        self._watchdog_greenlet = gevent.spawn(self._watchdog)
+
+    def _stop_accepting(self) -> None:
+        self._watchdog_greenlet.kill(block=False)
+        self._acceptor.kill()  # no connection is accepted from now on
 
     # --- connections ---
 
@@ -239,7 +237,9 @@ class GeventServer(ControlLoop):
                     if verdict != "request":
                         keep = verdict == "hand-over"
                         if keep:
-                            self.handover.append((socket.socket(fileno=connection.detach()), b""))
+                            self.handed_connections.append(
+                                (socket.socket(fileno=connection.detach()), b"")
+                            )
                         return
                 connection.settimeout(BODY_TIMEOUT)
                 keep = http.serve()
@@ -302,7 +302,7 @@ class GeventServer(ControlLoop):
 
         while True:
             gevent.sleep(WATCHDOG_EVERY)
-            if self.parent is not None and os.getppid() != self.parent:
+            if self.parent is not None and orphaned(self.parent):
                 self.notify("parent-gone")
                 return
             if self.limits.over_memory_soft():
@@ -340,7 +340,7 @@ class GeventServer(ControlLoop):
     def close(self) -> None:
         with self._closing:
             self._closed = True
-        for connection, _ in self.handover:
+        for connection, _ in self.handed_connections:
             connection.close()
         self._close_loop()
         os.close(self.drain_read)

@@ -25,21 +25,25 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from devserve import limits as resource_limits
-from devserve._engine.children import describe_exit, set_title
+from devserve._engine.children import (
+    Backoff,
+    Companion,
+    Processes,
+    describe_exit,
+    orphaned,
+    set_title,
+)
 from devserve._engine.connection import HTTPConnection
 from devserve._engine.wire import HEAD_TIMEOUT, RequestInfo, ServerInfo, close_connection
-from devserve.reloader import GAP_SIGNALS, FileChanges
-from devserve.servers import ControlLoop, Outcome, capture_signals
+from devserve.reloader import FileChanges, HandedWorker, Handover
+from devserve.servers import ControlLoop, Outcome
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
-
-    from devserve._engine.children import EventedChild
-    from devserve.cron import Job
 
 __all__ = ["PreforkServer", "Worker", "WorkerProcess"]
 
@@ -52,10 +56,8 @@ IMPORTED, IMPORTED_END = b"\x1e", b"\x1f"
 HEARTBEAT_EVERY = 1.0  # seconds between an idle worker's heartbeats (at most)
 KILL_AFTER_QUIT = 3.0  # a worker past --limit-time-real: QUIT (its stack), then KILL
 BOOT_FAILURES_TOLERATED = 3  # workers dying before ready in a row: then back off
-MAX_BACKOFF = 30.0
 
 FORWARDED_SIGNALS = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-WORKER_SIGNALS = {*GAP_SIGNALS, signal.SIGCHLD, signal.SIGXCPU}
 
 
 def read_heartbeats(data: bytes) -> tuple[bytes, list[str], bytes]:
@@ -92,9 +94,13 @@ class Worker:
 
 
 class PreforkServer(ControlLoop):
-    """The master: forks, supervises and reloads the workers."""
+    """The master: forks, supervises and reloads the workers, and supervises its
+    companions (:class:`~devserve._engine.children.Companion`: cron workers, the evented
+    child) without knowing what they are. Every process it touches goes through
+    ``processes`` (:class:`~devserve._engine.children.Processes`; a test passes a fake)."""
 
     mode = "prefork"
+    extra_signals = (signal.SIGCHLD,)
 
     def __init__(
         self,
@@ -111,11 +117,10 @@ class PreforkServer(ControlLoop):
         keep_adopted: bool = False,
         max_body: int = ServerInfo.max_body,
         report_roots: Iterable[str] = (),
-        evented: EventedChild | None = None,
-        cron_jobs: Iterable[Job] = (),
-        cron_workers: int = 0,
-        cron_time_limit: float = 0.0,
+        companions: Sequence[Companion] = (),
         on_imported: Callable[[list[str]], None] | None = None,
+        processes: Processes | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
             sock,
@@ -132,60 +137,71 @@ class PreforkServer(ControlLoop):
         self.on_imported = on_imported
         self.target = workers
         self.limits = limits
+        self.companions = list(companions)
+        self.processes = processes or Processes()
+        self.processes.in_child = self._forget_master
+        self.clock = clock
         self.served_first = threading.Event()  # a first worker is ready (starts the watcher)
         self.workers: dict[int, Worker] = {}  # pid -> the workers of this image's code
         self.old: dict[int, Worker] = {}  # the previous image's, retired once ours are ready
-        self.worker_handover: list[Worker] = []  # after a reload: for the next image
-        self.evented = evented  # --gevent-port's evented child
-        # Cron workers: one per slot, each running its own share of the jobs, so a job never
-        # runs in two processes; a slot is filled again only once its holder has exited.
-        from devserve import cron
-
-        jobs = list(cron_jobs)
-        self.cron_parts = cron.partition(jobs, min(cron_workers, len(jobs))) if jobs else []
-        self.cron_time_limit = cron_time_limit
-        self.cron: dict[int, int] = {}  # pid -> slot
-        self._cron_retiring: set[int] = set()
-        self._cron_spawn_after = 0.0
-        self.evented_handover: tuple[socket.socket, list[int]] | None = None
-        self._boot_failures = 0
-        self._spawn_after = 0.0  # backing off from workers that die at start
+        self.handed_workers: list[Worker] = []  # after a reload: for the next image
+        self.backoff = Backoff(free=BOOT_FAILURES_TOLERATED - 1, clock=clock)
+        self._pipes: set[int] = set()  # the workers' heartbeat pipes: no child keeps them
         self._master_pid = os.getpid()
         for worker in adopted:
             # The new code failed to load: the old workers go on serving the old code.
             (self.workers if keep_adopted else self.old)[worker.pid] = worker
-            self._selector.register(worker.heartbeat, selectors.EVENT_READ, worker)
+            self._watch_heartbeat(worker)
         if keep_adopted:
             self.served_first.set()
 
     @property
     def description(self) -> str:
-        evented = f" + evented child on port {self.evented.port}" if self.evented else ""
-        return f"prefork, {self.target} workers{evented}"
+        companions = (c.description for c in self.companions if c.description)
+        return " + ".join([f"prefork, {self.target} workers", *companions])
 
-    # --- the loop ---
+    def handover(self) -> Handover:
+        handover = super().handover()
+        handover.workers = [HandedWorker(w.pid, w.number, w.heartbeat) for w in self.handed_workers]
+        return handover
 
-    def run(self, on_ready: Callable[[], None] | None = None) -> Outcome:
+    # --- the loop's hooks ---
+
+    def _start(self) -> None:
         set_title("master")
-        with capture_signals((*GAP_SIGNALS, signal.SIGCHLD), self.notify, self._reloading):
-            if on_ready is not None:
-                on_ready()
-            while self._outcome is None:
-                self._maintain()
-                self._step(HEARTBEAT_EVERY)
-            self._let_writes_settle()
-            if self._outcome is Outcome.RELOAD:
-                # The workers serve on through the exec; the next image adopts them.
-                self.worker_handover = [*self.workers.values(), *self.old.values()]
-                if self.evented is not None:  # restarted by the next image, on new code
-                    self.evented.retire()
-                    self.evented_handover = self.evented.handover()
-                # Before the exec: the next image's cron workers must not overlap these.
-                self._stop_children(self.reload_grace, only_cron=True)
-                signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)
-            else:
-                self._stop_workers()
-        return self._outcome
+
+    def _turn(self) -> None:
+        self._maintain()
+        self._step(HEARTBEAT_EVERY)
+
+    def _refuse_new_clients(self) -> None:
+        # The workers share the listen socket: shut down, it refuses new clients in all.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+
+    def _log_stopping(self) -> None:
+        busy = len(self.workers) + len(self.old)
+        if busy:
+            _logger.info(
+                "stopping: waiting up to %gs for %d worker(s) to finish their request; "
+                "press CTRL-C again or send a second signal to stop at once",
+                self.shutdown_grace,
+                busy,
+            )
+
+    def _drain(self) -> None:
+        if self._outcome is Outcome.RELOAD:
+            # The workers serve on through the exec; the next image adopts them. Companions
+            # that end before the exec (cron workers) are waited for: the next image's must
+            # not overlap them; the others are retired and finish on their own.
+            self.handed_workers = [*self.workers.values(), *self.old.values()]
+            for companion in self.companions:
+                if not companion.ends_before_exec:
+                    self._signal(companion.retire(), signal.SIGTERM)
+            self._stop_children(self.reload_grace, everyone=False)
+        else:
+            self._draining = True
+            self._stop_children(self.shutdown_grace, everyone=True)
 
     def _step(self, timeout: float | None) -> None:
         for key, _ in self._selector.select(timeout):
@@ -204,18 +220,18 @@ class PreforkServer(ControlLoop):
         if not data:  # the worker is gone: reaping will tell
             self._selector.unregister(worker.heartbeat)
             return
-        worker.last_seen = time.monotonic()
+        worker.last_seen = self.clock()
         beats, folders, worker.unread = read_heartbeats(worker.unread + data)
         if folders and self.on_imported is not None:
             self.on_imported(folders)
         if READY in beats and not worker.ready:
             worker.ready = True
-            self._boot_failures = 0
+            self.backoff.started()
             self.served_first.set()
 
     def handle_event(self, event: Any) -> None:
         if event in FORWARDED_SIGNALS:
-            self._forward(event)
+            self._signal(self._children(), event)
             if event != signal.SIGQUIT:
                 return  # each worker reports its own caches; the master serves nothing
         super().handle_event(event)
@@ -233,38 +249,22 @@ class PreforkServer(ControlLoop):
             else:
                 _logger.info("TTOU ignored: one worker is the minimum")
 
-    def _forward(self, signum: int) -> None:
-        for worker in [*self.workers.values(), *self.old.values()]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signum)
-        if self.evented is not None:
-            self.evented.signal(signum)
-        for pid in self.cron:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    # --- keeping N workers ---
+    # --- keeping N workers, and the companions ---
 
     def _maintain(self) -> None:
         self._handle_events()  # a stop signalled meanwhile: no worker is started for nothing
         if self._outcome is not None:
             return
         self._reap()
-        now = time.monotonic()
         self._retire_extra()
-        if now >= self._spawn_after:
+        if self.backoff.allows():
             while len(self._serving()) < self.target and self._outcome is None:
                 self._spawn()
         if self.old and len([w for w in self._serving() if w.ready]) >= self.target:
             self._retire_old()
-        if self.evented is not None:
-            self.evented.maintain(now)
-        if now >= self._cron_spawn_after:
-            held = set(self.cron.values())
-            for slot in range(len(self.cron_parts)):
-                if slot not in held:
-                    self._spawn_cron(slot)
-        self._check_time_limits(now)
+        for companion in self.companions:
+            companion.maintain(self.processes)
+        self._check_time_limits(self.clock())
 
     def _serving(self) -> list[Worker]:
         return [worker for worker in self.workers.values() if not worker.retiring]
@@ -286,159 +286,114 @@ class PreforkServer(ControlLoop):
 
     def _terminate(self, worker: Worker) -> None:
         worker.retiring = True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGTERM)
+        self.processes.kill(worker.pid, signal.SIGTERM)
 
-    def _fork(self, child: Callable[[], int], what: str, keep: int | None = None) -> int:
-        """Fork a child that runs ``child()`` and exits with its code; returns its PID. The
-        master's descriptors are closed in the child, except ``keep``."""
-        # Blocked until the child has its own handlers: the master's, inherited, would
-        # swallow a TERM sent to it meanwhile.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
-        pid = os.fork()
-        if pid != 0:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            return pid
-        code = 1
-        try:
-            self._selector.close()  # the master's; the child has its own
-            for descriptor in (
-                self._wake_read,
-                self._wake_write,
-                *(w.heartbeat for w in [*self.workers.values(), *self.old.values()]),
-            ):
-                if descriptor != keep:
-                    os.close(descriptor)  # the master's business, not the child's
-            code = child()
-        except BaseException:
-            _logger.exception("%s failed", what)
-        finally:
-            os._exit(code)
+    def _signal(self, pids: Iterable[int], signum: int) -> None:
+        for pid in pids:
+            self.processes.kill(pid, signum)
+
+    def _forget_master(self) -> None:
+        """In a new child: the master's selector, wake-up pipe and heartbeat pipes are the
+        master's business, not the child's."""
+        self._selector.close()
+        for descriptor in (self._wake_read, self._wake_write, *self._pipes):
+            os.close(descriptor)
 
     def _spawn(self) -> None:
         taken = {worker.number for worker in self.workers.values()}
         number = next(n for n in range(1, len(taken) + 2) if n not in taken)
         read_end, write_end = os.pipe()
-
-        def work() -> int:
-            os.close(read_end)
-            return WorkerProcess(
-                self.app,
-                self.listener,
-                number,
-                write_end,
-                self.limits,
-                self._master_pid,
-                self.max_body,
-                self.report_roots,
-                follow_imports=self.on_imported is not None,
-            ).run()
-
-        pid = self._fork(work, f"worker #{number}")
+        self._pipes.add(read_end)
+        body = WorkerProcess(
+            self.app,
+            self.listener,
+            number,
+            write_end,
+            self.limits,
+            self._master_pid,
+            self.max_body,
+            self.report_roots,
+            follow_imports=self.on_imported is not None,
+        )
+        pid = self.processes.fork(body, f"worker #{number}")
         os.close(write_end)
         os.set_blocking(read_end, False)
-        worker = Worker(pid, number, read_end, last_seen=time.monotonic())
+        worker = Worker(pid, number, read_end, last_seen=self.clock())
         self.workers[pid] = worker
         self._selector.register(read_end, selectors.EVENT_READ, worker)
 
-    def _spawn_cron(self, slot: int) -> None:
-        from devserve import cron
+    def _watch_heartbeat(self, worker: Worker) -> None:
+        self._pipes.add(worker.heartbeat)
+        self._selector.register(worker.heartbeat, selectors.EVENT_READ, worker)
 
-        def work() -> int:
-            self.listener.close()  # a cron worker serves no request
-            set_title(f"cron worker #{slot + 1} [{os.getpid()}]")
-            return cron.run_worker(
-                self.cron_parts[slot], slot + 1, self._master_pid, self.cron_time_limit
-            )
+    # --- children that end ---
 
-        pid = self._fork(work, f"cron worker #{slot + 1}")
-        self.cron[pid] = slot
+    def _children(self) -> list[int]:
+        """Every child still to be reaped: workers, old workers, companions."""
+        workers = [*self.workers, *self.old]
+        return [*workers, *(pid for companion in self.companions for pid in companion.pids)]
 
-    def _cron_gone(self, pid: int, code: int) -> None:
-        slot = self.cron.pop(pid)
-        if pid in self._cron_retiring or self._outcome is not None:
-            self._cron_retiring.discard(pid)
-            return
-        how = describe_exit(code)
-        _logger.warning("cron worker #%d died (%s); starting another", slot + 1, how)
-        self._cron_spawn_after = time.monotonic() + 1.0  # never a fork loop
-
-    def _stop_children(self, grace: float, only_cron: bool = False) -> None:
-        """TERM the cron workers (and, unless ``only_cron``, every other child), wait up to
-        ``grace`` (a second INT/TERM ends the wait), then KILL what is left."""
-        if not only_cron:
+    def _stop_children(self, grace: float, everyone: bool) -> None:
+        """TERM the companions that end before an exec (``everyone``: every child; workers
+        finish their request), wait up to ``grace`` (a second INT/TERM ends the wait), then
+        KILL what is left."""
+        groups = [c for c in self.companions if everyone or c.ends_before_exec]
+        if everyone:
             for worker in [*self.workers.values(), *self.old.values()]:
                 self._terminate(worker)
-            if self.evented is not None:
-                self.evented.retire()
-        for pid in self.cron:
-            self._cron_retiring.add(pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        for companion in groups:
+            self._signal(companion.retire(), signal.SIGTERM)
 
-        def waiting() -> bool:
-            return bool(self.cron) if only_cron else self._children()
+        def left() -> list[int]:
+            pids = [pid for companion in groups for pid in companion.pids]
+            return [*self.workers, *self.old, *pids] if everyone else pids
 
-        deadline = time.monotonic() + grace
-        while waiting() and self._outcome is not Outcome.FORCED:
-            remaining = deadline - time.monotonic()
+        deadline = self.clock() + grace
+        while left() and self._outcome is not Outcome.FORCED:
+            remaining = deadline - self.clock()
             if remaining <= 0:
                 break
             self._step(min(remaining, 0.1))
             self._reap()
-        left = [] if only_cron else [*self.workers.values(), *self.old.values()]
-        for pid in [*(worker.pid for worker in left), *self.cron]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if self.evented is not None and not only_cron:
-            self.evented.signal(signal.SIGKILL)
-        if left:
-            _logger.warning("%d worker(s) killed with their request cut short", len(left))
-            self.unfinished = len(left)
-        while waiting():
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            self._reaped(pid, os.waitstatus_to_exitcode(status))
+        cut_short = len(self.workers) + len(self.old) if everyone else 0
+        self._signal(left(), signal.SIGKILL)
+        if cut_short:
+            _logger.warning("%d worker(s) killed with their request cut short", cut_short)
+            self.unfinished = cut_short
+        while left() and (ended := self.processes.reap(block=True)) is not None:
+            self._reaped(*ended)
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            self._reaped(pid, os.waitstatus_to_exitcode(status))
+        while (ended := self.processes.reap()) is not None:
+            self._reaped(*ended)
 
     def _reaped(self, pid: int, code: int) -> None:
         worker = self.workers.pop(pid, None) or self.old.pop(pid, None)
         if worker is not None:
             self._gone(worker, code)
-        elif pid in self.cron:
-            self._cron_gone(pid, code)
-        elif self.evented is not None:
-            self.evented.reaped(pid, code)
+            return
+        stopping = self._outcome is not None
+        for companion in self.companions:
+            if companion.reaped(pid, code, stopping):
+                return
 
     def _gone(self, worker: Worker, code: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(worker.heartbeat)
         os.close(worker.heartbeat)
+        self._pipes.discard(worker.heartbeat)
         worker.gone = True
         how = describe_exit(code)
         if worker.retiring or self._outcome is not None:
             _logger.debug("%s ended (%s)", worker.describe(), how)
         elif not worker.ready:
-            self._boot_failures += 1
-            if self._boot_failures >= BOOT_FAILURES_TOLERATED:
-                delay = min(MAX_BACKOFF, 2.0 ** (self._boot_failures - BOOT_FAILURES_TOLERATED))
-                self._spawn_after = time.monotonic() + delay
+            delay = self.backoff.failed()
+            if delay:
                 _logger.error(
                     "%s died while starting (%s), %d in a row: next attempt in %.0f s",
                     worker.describe(),
                     how,
-                    self._boot_failures,
+                    self.backoff.failures,
                     delay,
                 )
             else:
@@ -455,8 +410,7 @@ class PreforkServer(ControlLoop):
         for worker in [*self.workers.values(), *self.old.values()]:
             if worker.quit_at:
                 if now - worker.quit_at >= KILL_AFTER_QUIT:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(worker.pid, signal.SIGKILL)
+                    self.processes.kill(worker.pid, signal.SIGKILL)
             elif now - worker.last_seen > limit:
                 _logger.warning(
                     "%s silent for %.0f s (--limit-time-real %g): logging its stack, then "
@@ -466,35 +420,10 @@ class PreforkServer(ControlLoop):
                     limit,
                 )
                 worker.quit_at = now
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGQUIT)
-
-    # --- stopping ---
-
-    def _stop_workers(self) -> None:
-        """TERM every child (each worker finishes its request), wait up to the grace period
-        (a second INT/TERM ends the wait), then KILL what is left."""
-        self._draining = True
-        # The workers share the listen socket: shut down, it refuses new clients in all.
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        busy = len(self.workers) + len(self.old)
-        if busy:
-            _logger.info(
-                "stopping: waiting up to %gs for %d worker(s) to finish their request; "
-                "press CTRL-C again or send a second signal to stop at once",
-                self.shutdown_grace,
-                busy,
-            )
-        self._stop_children(self.shutdown_grace)
-
-    def _children(self) -> bool:
-        """Whether a worker, a cron worker or the evented child is still to be reaped."""
-        evented = self.evented is not None and bool(self.evented.pids)
-        return bool(self.workers or self.old or self.cron or evented)
+                self.processes.kill(worker.pid, signal.SIGQUIT)
 
     def close(self) -> None:
-        for worker in self.worker_handover:
+        for worker in self.handed_workers:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(worker.heartbeat)
         self._close_loop()
@@ -537,12 +466,18 @@ class WorkerProcess:
         self.follow_imports = follow_imports  # report the folders of new imports
         self._known = list(report_roots)  # the folders the master knows of
         self._modules = len(sys.modules)
+        self._wake_read = self._wake_write = -1  # made in the child: the master has no use
+
+    def stop(self) -> None:
+        """TERM: the request under way finishes, then the worker exits."""
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"\0")
+
+    def run(self) -> int:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
-
-    def run(self) -> int:
-        set_title(f"worker #{self.number} [{os.getpid()}]")
         self._install_signals()
         resource_limits.set_memory_hard(self.limits.memory_hard)
         selector = selectors.DefaultSelector()
@@ -557,7 +492,7 @@ class WorkerProcess:
                 selector.select(self.heartbeat_every)  # idle: wait for one (or a signal)
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_read, 4096)
-                if os.getppid() != self.master_pid:
+                if orphaned(self.master_pid):
                     _logger.warning("worker #%d: the master is gone; exiting", self.number)
                     break
                 continue
@@ -634,16 +569,8 @@ class WorkerProcess:
             os.write(self.heartbeat, what)
 
     def _install_signals(self) -> None:
-        def stop(signum: int, frame: Any) -> None:
-            self.stopping = True
-            with contextlib.suppress(OSError):
-                os.write(self._wake_write, b"\0")
-
-        def dump(signum: int, frame: Any) -> None:
-            from devserve import debug
-
-            debug.dump_stacks()  # here and now: the main thread may be stuck in a request
-
+        """The worker's own, beside the child signal table: USR1/USR2 report its caches,
+        XCPU (past --limit-time-cpu) ends it."""
         reporter: list[Any] = []
 
         def report(signum: int, frame: Any) -> None:
@@ -661,14 +588,6 @@ class WorkerProcess:
             )
             os._exit(1)
 
-        signal.signal(signal.SIGTERM, stop)
-        # CTRL-C on a terminal signals the whole group: the master stops the workers.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGQUIT, dump)
         signal.signal(signal.SIGUSR1, report)
         signal.signal(signal.SIGUSR2, report)
         signal.signal(signal.SIGXCPU, out_of_cpu)
-        for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            signal.signal(signum, signal.SIG_IGN)  # the master's business
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)

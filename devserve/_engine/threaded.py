@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import heapq
 import itertools
 import logging
-import queue
 import selectors
-import signal
 import socket
 import threading
 import time
@@ -25,6 +22,14 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from devserve._engine.connection import HTTPConnection
+from devserve._engine.pool import (
+    THREAD_STACK,
+    HeldConnection,
+    OutOfThreads,
+    RequestPool,
+    RequestThread,
+    default_thread_cap,
+)
 from devserve._engine.wire import (
     BODY_TIMEOUT,
     HEAD_TIMEOUT,
@@ -38,32 +43,23 @@ from devserve._engine.wire import (
     log_bad_request,
 )
 from devserve.limits import Limits
-from devserve.reloader import GAP_SIGNALS, FileChanges
+from devserve.reloader import FileChanges
 from devserve.servers import (
     IDLE_CONNECTION_TIMEOUT,
     ControlLoop,
     Outcome,
-    capture_signals,
 )
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = [
-    "HeldConnection",
-    "RequestPool",
-    "RequestThread",
-    "ThreadedServer",
-    "default_thread_cap",
-    "held_connections_cap",
-]
+__all__ = ["ThreadedServer", "held_connections_cap"]
 
 _logger = logging.getLogger("devserve.servers")
 
 LIMIT_RELOAD_GRACE = 60.0  # a reload for a limit waits this long for the other requests
 LIMITS_EVERY = 1.0  # seconds between two checks of the threaded server's limits
 ACCEPT_BATCH = 32  # connections accepted per wake-up of the control loop
-IDLE_THREAD_TIMEOUT = 30.0  # a pooled request thread with no work for this long retires
 # Accepted connections the loop holds (waiting for their request or a thread): what the
 # descriptor limit leaves, within these bounds; past it the oldest idle one makes room.
 MIN_HELD, MAX_HELD = 64, 16384
@@ -74,136 +70,6 @@ DESCRIPTORS_SPARE = 256  # descriptors left for the app (files, database connect
 LOOP_BODY = 1 << 20
 LOOP_BODIES = 256 << 20  # bytes of bodies the loop holds in all; beyond, threads read them
 LET_GO_IDLE_AFTER = 1.0  # at the cap, an idle connection goes only once idle this long
-THREAD_STACK = 2 << 20  # bytes of stack a request thread reserves (the system's: 8 MiB)
-MIN_THREADS = 8
-ADDRESS_SPACE_HEADROOM = 256  # MiB of --limit-memory-hard kept for the app's allocations
-
-
-class OutOfThreads(Exception):
-    """The system refused a new request thread."""
-
-
-class RequestThread(threading.Thread):
-    """A pooled thread serving one connection at a time. Non-daemon: a stop lets it finish
-    its request. Between connections it waits for the next one, and retires when none has
-    come for a while."""
-
-    kind = "request"
-
-    def __init__(self, work: Callable[[RequestThread], None], number: int) -> None:
-        super().__init__(target=work, args=(self,), name=f"devserve.request.{number}")
-        self.jobs: queue.SimpleQueue[HeldConnection | None] = queue.SimpleQueue()
-        self.connection: socket.socket | None = None  # None while idle in the pool
-        self.request: RequestInfo | None = None
-
-
-class RequestPool:
-    """Threads that serve connections whose request has arrived. Handing a connection to
-    an idle thread does not make the control loop wait, as starting a thread does."""
-
-    def __init__(
-        self,
-        serve: Callable[[HeldConnection], bool],
-        on_done: Callable[[HeldConnection, bool], None],
-        size: int | None,
-        on_idle: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.serve = serve  # serves a connection's requests; True: keep it open
-        self.on_done = on_done  # (connection, keep), from the thread that served it
-        self.on_idle = on_idle  # then, once the thread is back in the pool
-        self._slots = threading.BoundedSemaphore(size) if size else None
-        self._threads: set[RequestThread] = set()  # busy and idle
-        self._idle: list[RequestThread] = []  # most recently used last
-        self._lock = threading.Lock()
-        self._count = 0
-
-    def try_serve(self, held: HeldConnection) -> bool:
-        """Serve the connection on a pooled thread; False when --max-http-threads are busy.
-        OutOfThreads when the system refuses a new thread (RLIMIT_AS, a process cap)."""
-        if self._slots is not None and not self._slots.acquire(blocking=False):
-            return False
-        with self._lock:
-            thread = self._idle.pop() if self._idle else None
-            new = thread is None
-            if thread is None:
-                self._count += 1
-                thread = RequestThread(self._work, self._count)
-                self._threads.add(thread)
-            thread.connection = held.connection
-        thread.jobs.put(held)
-        if new:
-            try:
-                thread.start()
-            except Exception as error:  # "can't start new thread", MemoryError...
-                with self._lock:
-                    self._threads.discard(thread)
-                if self._slots is not None:
-                    self._slots.release()
-                raise OutOfThreads(str(error)) from None
-        return True
-
-    def _work(self, thread: RequestThread) -> None:
-        while True:
-            try:
-                job = thread.jobs.get(timeout=IDLE_THREAD_TIMEOUT)
-            except queue.Empty:
-                with self._lock:
-                    if thread in self._idle:  # nobody picked it meanwhile: retire
-                        self._idle.remove(thread)
-                        self._threads.discard(thread)
-                        return
-                job = thread.jobs.get()  # picked just now: the connection is coming
-            if job is None:
-                return
-            self._serve(thread, job)
-
-    def _serve(self, thread: RequestThread, held: HeldConnection) -> None:
-        keep = False
-        try:
-            keep = self.serve(held)
-        except BaseException:  # even SystemExit: a pooled thread must come back
-            _logger.exception("unexpected error while serving %s", held.client)
-        finally:
-            if not keep:
-                close_connection(held.connection, held.http is not None and held.http.unread)
-            if self._slots is not None:
-                self._slots.release()
-            # Told while still counted busy: a drain waits for a kept-alive connection to
-            # come back to the loop (and be handed over), not only for the thread.
-            self.on_done(held, keep)
-            with self._lock:
-                thread.connection = None
-                self._idle.append(thread)
-            self.on_idle()
-
-    def busy(self) -> list[RequestThread]:
-        """The threads serving a connection right now."""
-        with self._lock:
-            return [thread for thread in self._threads if thread.connection is not None]
-
-    def close(self) -> None:
-        """Idle threads end (they are not daemons); busy ones end after their connection."""
-        with self._lock:
-            for thread in self._threads:
-                thread.jobs.put(None)
-
-
-@dataclasses.dataclass(eq=False)
-class HeldConnection:
-    """An accepted connection whose request has not reached a thread yet. The control loop
-    reads its request head (a client that trickles it holds no thread)."""
-
-    connection: socket.socket
-    client: Any
-    deadline: float  # time.monotonic() when it is closed if its request head is not in
-    http: HTTPConnection | None = None  # once its first bytes arrived
-    since: float = dataclasses.field(default_factory=time.monotonic)  # held since then
-    body_since: float = 0.0  # its body began to be received by the loop then
-    body_bytes: int = 0  # of it, received by the loop
-
-    def received(self) -> bytes:
-        """What was read of its request so far, which the next image must see too."""
-        return self.http.received if self.http is not None else b""
 
 
 class ThreadedServer(ControlLoop):
@@ -316,30 +182,15 @@ class ThreadedServer(ControlLoop):
 
     # --- serving ---
 
-    def run(self, on_ready: Callable[[], None] | None = None) -> Outcome:
-        """Serve until a stop or reload is asked for; then drain. Returns what ended it.
-        ``on_ready`` runs once the signal handlers are in place (so a signal sent by whoever
-        saw the readiness announcement is handled, never fatal)."""
-        with capture_signals(GAP_SIGNALS, self.notify, self._reloading):
-            if on_ready is not None:
-                on_ready()
-            self._set_accepting(True)
-            while self._outcome is None:
-                try:
-                    self._step(self._next_expiry())
-                    self._check_limits()
-                except Exception as error:  # nothing ends the loop: it sheds load instead
-                    self._errors.add(error)
-            self._set_accepting(False)
-            if self._outcome is Outcome.STOP:
-                self.listener.close()  # new clients are refused from now on
-                self._log_stopping()
-            self._drain()
-            self._let_writes_settle()
-            if self._outcome is Outcome.RELOAD:
-                # Held from here to the new image's handlers: none may take a default action.
-                signal.pthread_sigmask(signal.SIG_BLOCK, GAP_SIGNALS)
-        return self._outcome
+    def _start(self) -> None:
+        self._set_accepting(True)
+
+    def _turn(self) -> None:
+        self._step(self._next_expiry())
+        self._check_limits()
+
+    def _stop_accepting(self) -> None:
+        self._set_accepting(False)
 
     def _step(self, timeout: float | None) -> None:
         for key, _ in self._selector.select(timeout):
@@ -455,7 +306,7 @@ class ThreadedServer(ControlLoop):
             held.connection.setblocking(False)
             self._wait_for_request(held)
         elif self._outcome is Outcome.RELOAD:
-            self.handover.append((held.connection, held.received()))
+            self.handed_connections.append((held.connection, held.received()))
         else:
             held.connection.close()
         self._serve_ready()
@@ -659,7 +510,7 @@ class ThreadedServer(ControlLoop):
         self._expiries.clear()
         self._loop_bytes = 0
         if self._outcome is Outcome.RELOAD:
-            self.handover = [
+            self.handed_connections = [
                 (held.connection, held.received()) for held in (*waiting, *self._ready)
             ]
             self._ready.clear()
@@ -707,24 +558,12 @@ class ThreadedServer(ControlLoop):
                 held.append(event)
         self._idle.clear()
         self._arriving.clear()
-        for connection in [*(h.connection for h in held), *(c for c, _ in self.handover)]:
+        handed = (connection for connection, _ in self.handed_connections)
+        for connection in [*(h.connection for h in held), *handed]:
             connection.close()
         self._close_loop()
         with contextlib.suppress(OSError):
             self.listener.close()
-
-
-def default_thread_cap(memory_hard_mib: int) -> int | None:
-    """How many request threads fit in the address space --limit-memory-hard leaves
-    (each reserves THREAD_STACK): beyond that, starting one would fail, so connections
-    wait their turn in the loop instead. No limit: no cap."""
-    if not memory_hard_mib:
-        return None
-    from devserve import limits
-
-    used = limits.address_space_mib()
-    spare = memory_hard_mib - used - ADDRESS_SPACE_HEADROOM
-    return max(MIN_THREADS, int(spare * limits.MIB) // THREAD_STACK)
 
 
 def held_connections_cap() -> int:

@@ -397,3 +397,113 @@ def test_proxy_mode_wraps_addons_and_plain_apps(write_module: Callable[[str], st
     addons_app = app.load_app(Settings(addons_path=(str(EXAMPLE_ADDONS),), proxy_mode=True))
     assert isinstance(addons_app, app.ProxyMode)
     assert isinstance(addons_app.app, app.HandlerChain)
+
+
+# --- broken code ---
+
+
+def raise_chain(tmp_path: Path) -> BaseException:
+    """RuntimeError from a SyntaxError in broken.py (a file no frame runs), itself caused
+    by a ValueError raised in helper.py through a module whose file does not exist."""
+    helper = tmp_path / "helper.py"
+    helper.write_text("def boom(inner):\n    inner()\n", encoding="utf-8")
+    broken = tmp_path / "broken.py"
+    broken.write_text("x = (\n", encoding="utf-8")
+    namespace: dict[str, object] = {}
+    exec(compile(helper.read_text(encoding="utf-8"), str(helper), "exec"), namespace)
+    ghost = str(tmp_path / "ghost.py")  # never written
+    exec(compile("def inner():\n    raise ValueError('bad value')\n", ghost, "exec"), namespace)
+    try:
+        try:
+            namespace["boom"](namespace["inner"])  # type: ignore[operator]
+        except ValueError as first:
+            try:
+                compile(broken.read_text(encoding="utf-8"), str(broken), "exec")
+            except SyntaxError as syntax:
+                raise syntax from first
+    except SyntaxError as syntax:
+        try:
+            raise RuntimeError("app failed") from syntax
+        except RuntimeError as error:
+            return error
+    raise AssertionError("nothing raised")
+
+
+def test_traceback_files(tmp_path: Path) -> None:
+    error = raise_chain(tmp_path)
+    assert app.traceback_files(error) == sorted(
+        [str(tmp_path / "broken.py"), str(tmp_path / "helper.py"), __file__]
+    )
+
+
+def test_traceback_files_of_a_syntax_error_without_traceback(tmp_path: Path) -> None:
+    source = tmp_path / "typo.py"
+    source.write_text("def f(:\n", encoding="utf-8")
+    error = SyntaxError("invalid syntax", (str(source), 1, 7, "def f(:\n"))
+    assert app.traceback_files(error) == [str(source)]
+    missing = SyntaxError("invalid syntax", (str(tmp_path / "gone.py"), 1, 1, "x"))
+    assert app.traceback_files(missing) == []
+
+
+def failing_app(message: str) -> BaseException:
+    try:
+        try:
+            raise ValueError(message)
+        except ValueError as cause:
+            raise RuntimeError(f"importing 'shop' failed: {message}") from cause
+    except RuntimeError as error:
+        return error
+
+
+def test_error_app_plain_text_by_default() -> None:
+    error = failing_app("price must be positive")
+    response = Client(app.error_app(error)).get("/any/path")
+    assert response.status_code == 500
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    text = response.text
+    assert text.startswith("importing 'shop' failed: price must be positive\n\nTraceback")
+    assert "ValueError: price must be positive" in text
+    assert "failing_app" in text  # the frame that raised the cause
+    assert text.endswith("devserve reloads when a watched file changes.\n")
+
+
+def test_error_app_html_for_browsers() -> None:
+    error = failing_app("price must be positive")
+    accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    response = Client(app.error_app(error)).post("/", headers={"Accept": accept})
+    assert response.status_code == 500
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    page = response.text
+    assert page.startswith("<!doctype html>")
+    assert "<p>importing &#x27;shop&#x27; failed: price must be positive</p>" in page
+    assert "ValueError: price must be positive" in page
+
+
+def test_error_app_escapes_html() -> None:
+    error = failing_app("<script>alert('x')</script>")
+    response = Client(app.error_app(error)).get("/", headers={"Accept": "text/html"})
+    page = response.text
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    # once in the summary, once in the traceback's last line
+    assert page.count("&lt;script&gt;") == 2
+
+
+@pytest.mark.parametrize("accept", ["", "text/html"])
+def test_error_app_content_length_counts_bytes(accept: str) -> None:
+    error = failing_app("prix en € pour le café")
+    response = Client(app.error_app(error)).get("/", headers={"Accept": accept})
+    assert "prix en € pour le café" in response.text
+    assert int(response.headers["Content-Length"]) == len(response.data)
+    assert len(response.data) > len(response.text)  # multi-byte characters
+
+
+def test_error_app_without_cause_shows_the_error_itself() -> None:
+    try:
+        raise ImportError("no module named 'shop'")
+    except ImportError as error:
+        page = app.error_app(error)
+    text = Client(page).get("/").text
+    assert text.startswith("no module named 'shop'\n\nTraceback")
+    assert "ImportError: no module named 'shop'" in text
+    assert __file__ in text

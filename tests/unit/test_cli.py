@@ -334,11 +334,11 @@ def test_a_reloaded_image_finds_its_command_past_a_gone_addons_folder(
 ) -> None:
     """``devserve addons gevent``, the folder gone before a reload: the next image still
     runs ``gevent``, and takes ``addons`` for a folder, not a command."""
-    from devserve import config
+    from devserve import values
 
     monkeypatch.chdir(tmp_path)
     assert cli._command_position(["addons", "gevent"]) == 0  # a first start: a name
-    monkeypatch.setattr(config, "FOLDERS_MAY_BE_GONE", True)
+    monkeypatch.setattr(values, "FOLDERS_MAY_BE_GONE", True)
     assert cli._command_position(["addons", "gevent"]) == 1
     assert cli._command_position(["addons"]) is None  # the default command
     assert cli._command_position(["--addons-path", "addons", "gevent", "-p", "0"]) == 2

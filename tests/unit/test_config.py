@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from devserve import config
+from devserve import config, values
 from devserve.config import Settings
 from devserve.errors import ConfigError
 
@@ -36,39 +36,39 @@ from devserve.errors import ConfigError
     ],
 )
 def test_parse_bool_words(text: str, expected: bool) -> None:
-    assert config.parse_bool(text) is expected
+    assert values.parse_bool(text) is expected
 
 
 @pytest.mark.parametrize("text", ["maybe", "2", "y", "enabled"])
 def test_parse_bool_rejects_other_words(text: str) -> None:
     with pytest.raises(ValueError, match=rf"'{text}' is not a yes/no value"):
-        config.parse_bool(text)
+        values.parse_bool(text)
 
 
 @pytest.mark.parametrize(("text", "expected"), [("42", 42), (" 7 ", 7), ("-3", -3), ("0", 0)])
 def test_parse_int(text: str, expected: int) -> None:
-    assert config.parse_int(text) == expected
+    assert values.parse_int(text) == expected
 
 
 @pytest.mark.parametrize("text", ["4.5", "abc", "", "1e3"])
 def test_parse_int_rejects_non_integers(text: str) -> None:
     with pytest.raises(ValueError, match="is not a whole number"):
-        config.parse_int(text)
+        values.parse_int(text)
 
 
 def test_parse_positive_int() -> None:
-    assert config.parse_positive_int("1") == 1
-    assert config.parse_positive_int("16") == 16
+    assert values.parse_positive_int("1") == 1
+    assert values.parse_positive_int("16") == 16
     for text in ("0", "-2"):
         with pytest.raises(ValueError, match="must be 1 or more"):
-            config.parse_positive_int(text)
+            values.parse_positive_int(text)
 
 
 def test_parse_non_negative_int() -> None:
-    assert config.parse_non_negative_int("0") == 0
-    assert config.parse_non_negative_int("4") == 4
+    assert values.parse_non_negative_int("0") == 0
+    assert values.parse_non_negative_int("4") == 4
     with pytest.raises(ValueError, match="must be 0 or more"):
-        config.parse_non_negative_int("-1")
+        values.parse_non_negative_int("-1")
 
 
 @pytest.mark.parametrize(
@@ -85,53 +85,53 @@ def test_parse_non_negative_int() -> None:
     ],
 )
 def test_parse_mebibytes(text: str, expected: int) -> None:
-    assert config.parse_mebibytes(text) == expected
+    assert values.parse_mebibytes(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "-1", "2T", "lots", "1.5G"])
 def test_parse_mebibytes_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError, match="is not a memory size"):
-        config.parse_mebibytes(text)
+        values.parse_mebibytes(text)
 
 
 @pytest.mark.parametrize(
     ("text", "expected"), [("0", 0), ("1", 1), ("8069", 8069), ("65535", 65535), (" 80 ", 80)]
 )
 def test_parse_port(text: str, expected: int) -> None:
-    assert config.parse_port(text) == expected
+    assert values.parse_port(text) == expected
 
 
 @pytest.mark.parametrize("text", ["65536", "-1", "100000", "http", "", "80.5"])
 def test_parse_port_rejects_out_of_range_and_garbage(text: str) -> None:
     with pytest.raises(ValueError, match=r"is not a port number \(0-65535; 0 picks a free port\)"):
-        config.parse_port(text)
+        values.parse_port(text)
 
 
 @pytest.mark.parametrize(("text", "expected"), [("5", 5.0), ("0", 0.0), ("2.5", 2.5), (" 1 ", 1.0)])
 def test_parse_seconds(text: str, expected: float) -> None:
-    assert config.parse_seconds(text) == expected
+    assert values.parse_seconds(text) == expected
 
 
 def test_parse_seconds_rejects_negative_and_garbage() -> None:
     with pytest.raises(ValueError, match="must not be negative"):
-        config.parse_seconds("-0.5")
+        values.parse_seconds("-0.5")
     with pytest.raises(ValueError, match="is not a number of seconds"):
-        config.parse_seconds("soon")
+        values.parse_seconds("soon")
 
 
 @pytest.mark.parametrize(
     ("text", "expected"), [("-1", -1.0), ("-1.0", -1.0), ("0", 0.0), ("9", 9.0)]
 )
 def test_parse_seconds_or_inherit(text: str, expected: float) -> None:
-    assert config.parse_seconds_or_inherit(text) == expected
+    assert values.parse_seconds_or_inherit(text) == expected
 
 
 @pytest.mark.parametrize("text", ["-2", "-0.5"])
 def test_parse_seconds_or_inherit_rejects_other_negatives(text: str) -> None:
     with pytest.raises(ValueError, match=r"must be -1 \(the fallback\), 0 \(no limit\) or more"):
-        config.parse_seconds_or_inherit(text)
+        values.parse_seconds_or_inherit(text)
     with pytest.raises(ValueError, match="is not a number of seconds"):
-        config.parse_seconds_or_inherit("soon")
+        values.parse_seconds_or_inherit("soon")
 
 
 def test_minus_one_is_a_value_on_the_command_line() -> None:
@@ -153,17 +153,17 @@ def test_minus_one_is_a_value_on_the_command_line() -> None:
     ],
 )
 def test_parse_dev(text: str, expected: tuple[str, ...]) -> None:
-    assert config.parse_dev(text) == expected
+    assert values.parse_dev(text) == expected
 
 
 def test_all_does_not_include_modes_that_need_a_terminal() -> None:
-    assert "pdb" not in config.parse_dev("all")
+    assert "pdb" not in values.parse_dev("all")
 
 
 @pytest.mark.parametrize("text", ["bogus", "reload,bogus", "RELOAD"])
 def test_parse_dev_rejects_unknown_value_listing_the_valid_ones(text: str) -> None:
     with pytest.raises(ValueError) as caught:
-        config.parse_dev(text)
+        values.parse_dev(text)
     message = str(caught.value)
     assert "unknown --dev option" in message
     assert "valid: reload, werkzeug, pdb, ipdb, pudb, all" in message
@@ -175,12 +175,12 @@ def test_parse_dev_rejects_unknown_value_listing_the_valid_ones(text: str) -> No
     ("text", "expected"), [("debug", "debug"), ("WARNING", "warning"), (" Error ", "error")]
 )
 def test_parse_log_level(text: str, expected: str) -> None:
-    assert config.parse_log_level(text) == expected
+    assert values.parse_log_level(text) == expected
 
 
 def test_parse_log_level_rejects_unknown_listing_levels() -> None:
     with pytest.raises(ValueError, match=r"'verbose' is not a log level \(debug, info, warning"):
-        config.parse_log_level("verbose")
+        values.parse_log_level("verbose")
 
 
 def test_parse_addons_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,7 +188,7 @@ def test_parse_addons_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     (tmp_path / "two").mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert config.parse_addons_path(" one ,~/two,") == (
+    assert values.parse_addons_path(" one ,~/two,") == (
         str(tmp_path / "one"),
         str(tmp_path / "two"),
     )
@@ -197,9 +197,9 @@ def test_parse_addons_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_parse_addons_path_names_the_missing_folder(tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("not a folder")
     with pytest.raises(ValueError, match=r"addons path '.*missing' does not exist"):
-        config.parse_addons_path(f"{tmp_path},{tmp_path / 'missing'}")
+        values.parse_addons_path(f"{tmp_path},{tmp_path / 'missing'}")
     with pytest.raises(ValueError, match=r"file\.txt' does not exist or is not a directory"):
-        config.parse_addons_path(str(tmp_path / "file.txt"))
+        values.parse_addons_path(str(tmp_path / "file.txt"))
 
 
 @pytest.mark.parametrize(
@@ -207,7 +207,7 @@ def test_parse_addons_path_names_the_missing_folder(tmp_path: Path) -> None:
     [(True, "true"), (False, "false"), (("a", "b"), "a,b"), ((), ""), (8069, "8069"), (2.5, "2.5")],
 )
 def test_format_value(value: Any, text: str) -> None:
-    assert config.format_value(value) == text
+    assert values.format_value(value) == text
 
 
 # --- resolve: default < file < env < command line ---

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from devserve import config
-from devserve._engine import children
+from devserve._engine import evented_child
 from devserve.config import Settings
 
 
@@ -38,7 +38,7 @@ def test_child_environment_carries_the_settings_for_one_evented_process(
         pidfile=str(tmp_path / "master.pid"),
         limit_memory_soft=512,
     )
-    env = children.child_environment(settings, 8072)
+    env = evented_child.child_environment(settings, 8072)
     # Read back as the child will: the environment layer alone gives it its settings.
     child = config.read_env(env)
     assert child["workers"] == 0
@@ -49,5 +49,5 @@ def test_child_environment_carries_the_settings_for_one_evented_process(
     assert child["addons_path"] == (str(tmp_path),)
     assert child["limit_memory_soft"] == 512
     assert "pidfile" not in child and "gevent_port" not in child
-    assert env[children.PARENT_ENV].isdigit()
-    assert env[children.SOCKET_ENV] == str(children.CHILD_FD)
+    assert env[evented_child.PARENT_ENV].isdigit()
+    assert env[evented_child.SOCKET_ENV] == str(evented_child.CHILD_FD)

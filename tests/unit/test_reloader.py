@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
+import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.test import Client
 
 from devserve import reloader
 from devserve.reloader import Reload
@@ -158,34 +160,7 @@ def test_reload_summary(times: tuple[float, float, float, float], expected: str)
     assert reload.summary(ready) == f"shop/models.py and 2 more ({expected})"
 
 
-def test_reload_started_reads_and_removes_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    sent = Reload("shop/models.py, app.py and 2 more", 1234.5, 1234.625, 0.0)
-    exec_at = 1234.75
-    # as reexec() writes it
-    timing = f"{sent.first_seen} {sent.decided} {exec_at} {sent.cause}"
-    monkeypatch.setenv(reloader.RELOAD_ENV, timing)
-    assert reloader.reload_started() == Reload(
-        "shop/models.py, app.py and 2 more", 1234.5, 1234.625, 1234.75
-    )
-    assert reloader.RELOAD_ENV not in os.environ
-    assert reloader.reload_started() is None
-
-
-@pytest.mark.parametrize(
-    "value", ["", "soon", "1.0 2.0 3.0", "1.0 later 3.0 app.py", "1.0 2.0 3.0x app.py"]
-)
-def test_reload_started_malformed(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setenv(reloader.RELOAD_ENV, value)
-    assert reloader.reload_started() is None
-    assert reloader.RELOAD_ENV not in os.environ
-
-
-def test_reload_started_absent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(reloader.RELOAD_ENV, raising=False)
-    assert reloader.reload_started() is None
-
-
-# --- adopt_socket ---
+# --- the hand-over: a listen socket (systemd's, or the previous image's) ---
 
 
 @pytest.fixture
@@ -218,13 +193,15 @@ def fd3() -> Iterator[None]:
 def test_adopt_socket_addressed_to_another_process(listen_env: pytest.MonkeyPatch) -> None:
     listen_env.setenv("LISTEN_FDS", "1")
     listen_env.setenv("LISTEN_PID", str(os.getpid() + 1))
-    assert reloader.adopt_socket() is None
+    listen_env.setenv(reloader.HANDOVER_ENV, '{"connections": [[4, ""]]}')
+    assert reloader.Handover.decode() == reloader.Handover()
     assert os.environ["LISTEN_FDS"] == "1"
     assert os.environ["LISTEN_PID"] == str(os.getpid() + 1)
+    assert reloader.HANDOVER_ENV not in os.environ  # never passed on to a child
 
 
 def test_adopt_socket_without_variables(listen_env: pytest.MonkeyPatch) -> None:
-    assert reloader.adopt_socket() is None
+    assert reloader.Handover.decode() == reloader.Handover()
 
 
 def test_adopt_socket_takes_fd_3(listen_env: pytest.MonkeyPatch, fd3: None) -> None:
@@ -234,8 +211,10 @@ def test_adopt_socket_takes_fd_3(listen_env: pytest.MonkeyPatch, fd3: None) -> N
     listen_env.setenv("LISTEN_FDS", "1")
     listen_env.setenv("LISTEN_PID", str(os.getpid()))
     listen_env.setenv("LISTEN_FDNAMES", "http")
-    adopted = reloader.adopt_socket()
+    handover = reloader.Handover.decode()  # systemd's: a socket, nothing else
+    adopted = handover.listener
     assert adopted is not None
+    assert handover == reloader.Handover(listener=adopted)
     try:
         assert adopted.fileno() == reloader.LISTEN_FD
         assert adopted.getsockname() == address
@@ -257,122 +236,12 @@ def test_adopt_socket_refuses_several_sockets(
     listen_env.setenv("LISTEN_FDS", "2")
     listen_env.setenv("LISTEN_PID", str(os.getpid()))
     with caplog.at_level(logging.WARNING, logger="devserve.reloader"):
-        assert reloader.adopt_socket() is None
+        assert reloader.Handover.decode().listener is None
     [record] = [r for r in caplog.records if r.name == "devserve.reloader"]
     assert record.levelno == logging.WARNING
     assert "LISTEN_FDS=2" in record.getMessage()
     assert "LISTEN_FDS" not in os.environ
     assert "LISTEN_PID" not in os.environ
-
-
-# --- broken code ---
-
-
-def raise_chain(tmp_path: Path) -> BaseException:
-    """RuntimeError from a SyntaxError in broken.py (a file no frame runs), itself caused
-    by a ValueError raised in helper.py through a module whose file does not exist."""
-    helper = tmp_path / "helper.py"
-    helper.write_text("def boom(inner):\n    inner()\n", encoding="utf-8")
-    broken = tmp_path / "broken.py"
-    broken.write_text("x = (\n", encoding="utf-8")
-    namespace: dict[str, object] = {}
-    exec(compile(helper.read_text(encoding="utf-8"), str(helper), "exec"), namespace)
-    ghost = str(tmp_path / "ghost.py")  # never written
-    exec(compile("def inner():\n    raise ValueError('bad value')\n", ghost, "exec"), namespace)
-    try:
-        try:
-            namespace["boom"](namespace["inner"])  # type: ignore[operator]
-        except ValueError as first:
-            try:
-                compile(broken.read_text(encoding="utf-8"), str(broken), "exec")
-            except SyntaxError as syntax:
-                raise syntax from first
-    except SyntaxError as syntax:
-        try:
-            raise RuntimeError("app failed") from syntax
-        except RuntimeError as error:
-            return error
-    raise AssertionError("nothing raised")
-
-
-def test_traceback_files(tmp_path: Path) -> None:
-    error = raise_chain(tmp_path)
-    assert reloader.traceback_files(error) == sorted(
-        [str(tmp_path / "broken.py"), str(tmp_path / "helper.py"), __file__]
-    )
-
-
-def test_traceback_files_of_a_syntax_error_without_traceback(tmp_path: Path) -> None:
-    source = tmp_path / "typo.py"
-    source.write_text("def f(:\n", encoding="utf-8")
-    error = SyntaxError("invalid syntax", (str(source), 1, 7, "def f(:\n"))
-    assert reloader.traceback_files(error) == [str(source)]
-    missing = SyntaxError("invalid syntax", (str(tmp_path / "gone.py"), 1, 1, "x"))
-    assert reloader.traceback_files(missing) == []
-
-
-def failing_app(message: str) -> BaseException:
-    try:
-        try:
-            raise ValueError(message)
-        except ValueError as cause:
-            raise RuntimeError(f"importing 'shop' failed: {message}") from cause
-    except RuntimeError as error:
-        return error
-
-
-def test_error_app_plain_text_by_default() -> None:
-    error = failing_app("price must be positive")
-    response = Client(reloader.error_app(error)).get("/any/path")
-    assert response.status_code == 500
-    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
-    text = response.text
-    assert text.startswith("importing 'shop' failed: price must be positive\n\nTraceback")
-    assert "ValueError: price must be positive" in text
-    assert "failing_app" in text  # the frame that raised the cause
-    assert text.endswith("devserve reloads when a watched file changes.\n")
-
-
-def test_error_app_html_for_browsers() -> None:
-    error = failing_app("price must be positive")
-    accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-    response = Client(reloader.error_app(error)).post("/", headers={"Accept": accept})
-    assert response.status_code == 500
-    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
-    page = response.text
-    assert page.startswith("<!doctype html>")
-    assert "<p>importing &#x27;shop&#x27; failed: price must be positive</p>" in page
-    assert "ValueError: price must be positive" in page
-
-
-def test_error_app_escapes_html() -> None:
-    error = failing_app("<script>alert('x')</script>")
-    response = Client(reloader.error_app(error)).get("/", headers={"Accept": "text/html"})
-    page = response.text
-    assert "<script>" not in page
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
-    # once in the summary, once in the traceback's last line
-    assert page.count("&lt;script&gt;") == 2
-
-
-@pytest.mark.parametrize("accept", ["", "text/html"])
-def test_error_app_content_length_counts_bytes(accept: str) -> None:
-    error = failing_app("prix en € pour le café")
-    response = Client(reloader.error_app(error)).get("/", headers={"Accept": accept})
-    assert "prix en € pour le café" in response.text
-    assert int(response.headers["Content-Length"]) == len(response.data)
-    assert len(response.data) > len(response.text)  # multi-byte characters
-
-
-def test_error_app_without_cause_shows_the_error_itself() -> None:
-    try:
-        raise ImportError("no module named 'shop'")
-    except ImportError as error:
-        app = reloader.error_app(error)
-    text = Client(app).get("/").text
-    assert text.startswith("no module named 'shop'\n\nTraceback")
-    assert "ImportError: no module named 'shop'" in text
-    assert __file__ in text
 
 
 def _pyc_flags(source: Path) -> int:
@@ -405,3 +274,118 @@ def test_check_syntax_discards_bytecode_it_may_not_write(
     monkeypatch.setattr("sys.dont_write_bytecode", True)
     assert reloader.check_syntax([str(module)]) == []
     assert not cached.exists()
+
+
+# --- the hand-over round trip: encoded in one image, decoded in the next ---
+
+
+def test_the_handover_crosses_the_exec() -> None:
+    """A real exec: the listen socket, a connection with what was read of it, a worker's
+    heartbeat pipe with its bytes, the evented socket, the timings, folders and PIN count
+    reach the next image of the same process, each on its slot, close-on-exec again, and
+    nothing else stays open or in the environment."""
+    image = Path(__file__).with_name("handover_image.py")
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root}
+    process = subprocess.Popen(
+        [sys.executable, str(image)], stdout=subprocess.PIPE, env=env, start_new_session=True
+    )
+    try:
+        assert process.stdout is not None
+        first = json.loads(process.stdout.readline())
+        with socket.create_connection(("127.0.0.1", first["port"]), timeout=10) as client:
+            client.sendall(b"GET /cart HTTP/1.1\r\nHost: sh")
+            found = json.loads(client.makefile("rb").readline())
+        with socket.create_connection(("127.0.0.1", first["port"]), timeout=10) as again:
+            assert again.makefile("rb").readline() == b"the next image accepts\n"
+        assert process.wait(timeout=10) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert found.pop("pid") == first["pid"]  # the same process, a new image
+    assert found.pop("port") == first["port"]
+    assert found.pop("descriptors") == [3, 4, 5, 6]
+    open_now = found.pop("open")
+    assert set(open_now) >= {0, 1, 2, 3, 4, 5, 6}
+    assert len(open_now) <= 8  # and the listing's own descriptor: nothing leaked
+    assert found == {
+        "inheritable": [False, False, False, False],
+        "received": "GET /cart HTTP/1.1\r\nHost: sh",
+        "worker": [4242, 2],
+        "heartbeat": "r.",
+        "evented": [first["evented_port"], [4343, 4444]],
+        "watched": ["/src/extra", "/src/more"],
+        "debugger_failures": 7,
+        "reload": ["shop/models.py and 2 more", 1.5, 2.5, True],
+        "left_in_environment": [],
+    }
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "not json",
+        "[]",
+        '{"connections": []}',  # fields missing
+        '{"connections": [[2, ""]], "workers": [], "watched": [], "debugger_failures": 0}',
+        '{"connections": [], "workers": [[1, 2]], "watched": [], "debugger_failures": 0}',
+        '{"connections": [[5, "%%%"]], "workers": [], "watched": [], "debugger_failures": 0}',
+        '{"connections": [], "workers": [], "watched": [], "debugger_failures": "x"}',
+        '{"connections": [], "workers": [], "watched": [], "debugger_failures": 0,'
+        ' "reload": ["a.py", "soon", 1, 2]}',
+    ],
+)
+def test_a_malformed_handover_is_ignored(
+    listen_env: pytest.MonkeyPatch, fd3: None, caplog: pytest.LogCaptureFixture, record: str
+) -> None:
+    """The listen socket is still adopted; the rest is left out, with a warning."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        os.dup2(listener.fileno(), reloader.LISTEN_FD, inheritable=True)
+    listen_env.setenv("LISTEN_FDS", "1")
+    listen_env.setenv("LISTEN_PID", str(os.getpid()))
+    listen_env.setenv(reloader.HANDOVER_ENV, record)
+    with caplog.at_level(logging.WARNING, logger="devserve.reloader"):
+        handover = reloader.Handover.decode()
+    assert handover.listener is not None
+    try:
+        assert handover == reloader.Handover(listener=handover.listener)
+        assert "hand-over is malformed" in caplog.text
+        assert reloader.HANDOVER_ENV not in os.environ
+    finally:
+        handover.listener.detach()
+
+
+def test_encode_places_every_descriptor_on_its_slot() -> None:
+    """What encode() hands to the exec: the descriptors in slot order and the variables
+    that name each slot, which decode() reads back."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(4)]
+        listener, first, second, evented = sockets
+        handover = reloader.Handover(
+            listener=listener,
+            connections=[(first, b""), (second, b"\x00\xffPOST")],
+            workers=[reloader.HandedWorker(10, 1, 99), reloader.HandedWorker(11, 3, 98)],
+            evented=reloader.HandedChildren(evented, (12,)),
+        )
+        passed, variables = handover.encode(pid=4321)
+        assert passed == [
+            listener.fileno(),
+            first.fileno(),
+            second.fileno(),
+            99,
+            98,
+            evented.fileno(),
+        ]
+    assert variables["LISTEN_FDS"] == "1"
+    assert variables["LISTEN_PID"] == "4321"
+    record = json.loads(variables[reloader.HANDOVER_ENV])
+    assert record == {
+        "connections": [[4, ""], [5, "AP9QT1NU"]],
+        "workers": [[10, 1, 6], [11, 3, 7]],
+        "evented": [8, [12]],
+        "watched": [],
+        "debugger_failures": 0,
+    }

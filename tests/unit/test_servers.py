@@ -13,7 +13,8 @@ import pytest
 
 from devserve import servers
 from devserve._engine import threaded
-from devserve._engine.threaded import HeldConnection, ThreadedServer
+from devserve._engine.pool import HeldConnection
+from devserve._engine.threaded import ThreadedServer
 from devserve.reloader import FileChanges
 from devserve.servers import Outcome
 

@@ -8,7 +8,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -359,6 +359,122 @@ def test_debouncer_stop_ends_the_thread(
     assert not deb._thread.is_alive()
     deb.put("late.py")  # nobody listens any more
     assert batches.empty()
+
+
+# --- the debouncer on a fake clock, fed by a backend that replays scripted events ---
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedBackend(Backend):
+    """A backend whose events are a script of (seconds, path) pairs, replayed on a fake
+    clock: each path goes through the backend contract (the path filter, then ``emit``)
+    as a real backend's would, and the debouncer takes its turn after each."""
+
+    name = "scripted"
+
+    def __init__(self, path_filter: PathFilter, debouncer: Debouncer, clock: ManualClock) -> None:
+        super().__init__(path_filter, debouncer.put)
+        self.debouncer = debouncer
+        self.clock = clock
+        self.roots: list[str] = []
+
+    def start(self, roots: list[str], files: Iterable[str] = ()) -> None:
+        self.roots = list(roots)
+
+    def add_root(self, root: str) -> None:
+        self.roots.append(root)
+
+    def stop(self) -> None:
+        self.debouncer.stop()
+
+    def replay(self, script: Iterable[tuple[float, str]], until: float) -> None:
+        start = self.clock.now
+        for at, path in script:
+            self.idle(start + at)
+            self.report(os.path.join(self.roots[0], path), self.roots[0])
+            self.debouncer.pump()
+        self.idle(start + until)
+
+    def idle(self, until: float) -> None:
+        """Time passes without events: the debouncer wakes when its batch is due."""
+        while (wait := self.debouncer.due_in(self.clock.now)) is not None:
+            if self.clock.now + wait > until:
+                break
+            self.clock.now += wait
+            self.debouncer.pump()
+        self.clock.now = max(self.clock.now, until)
+
+
+@pytest.fixture
+def scripted() -> Callable[..., tuple[ScriptedBackend, list[Batch]]]:
+    def make(quiet: float = 0.01, max_wait: float = 2.0) -> tuple[ScriptedBackend, list[Batch]]:
+        batches: list[Batch] = []
+        clock = ManualClock()
+        debouncer = Debouncer(
+            lambda paths, first: batches.append((paths, first)), quiet, max_wait, clock
+        )
+        backend = ScriptedBackend(PathFilter(), debouncer, clock)
+        backend.start(["/project"])
+        return backend, batches
+
+    return make
+
+
+def relative(batches: list[Batch], start: float = 500.0) -> list[tuple[list[str], float]]:
+    """Batches as (sorted paths under /project, first seen in seconds from the start)."""
+    return [
+        (sorted(os.path.relpath(p, "/project") for p in paths), round(first - start, 3))
+        for paths, first in batches
+    ]
+
+
+def test_a_checkout_of_500_files_is_one_batch(scripted: Callable[..., Any]) -> None:
+    backend, batches = scripted(quiet=0.01)
+    backend.replay(((i * 0.002, f"app/m{i}.py") for i in range(500)), until=5.0)
+    [(paths, first_seen)] = relative(batches)
+    assert len(paths) == 500
+    assert first_seen == 0.0
+
+
+def test_edits_further_apart_than_the_quiet_time_are_separate_batches(
+    scripted: Callable[..., Any],
+) -> None:
+    backend, batches = scripted(quiet=0.05)
+    script = [(0.0, "a.py"), (0.04, "b.py"), (0.2, "c.py"), (0.26, "d.py")]
+    backend.replay(script, until=1.0)
+    assert relative(batches) == [(["a.py", "b.py"], 0.0), (["c.py"], 0.2), (["d.py"], 0.26)]
+
+
+def test_a_writer_that_never_pauses_is_cut_at_max_wait(scripted: Callable[..., Any]) -> None:
+    backend, batches = scripted(quiet=0.01, max_wait=2.0)
+    backend.replay(((i * 0.005, f"log{i % 7}.py") for i in range(1000)), until=6.0)
+    assert [first for _paths, first in relative(batches)] == [0.0, 2.0, 4.0]
+    assert all(len(paths) == 7 for paths, _first in relative(batches))
+
+
+def test_paths_the_filter_ignores_never_make_a_batch(scripted: Callable[..., Any]) -> None:
+    backend, batches = scripted()
+    noise = ["a.pyc", "__pycache__/a.cpython-311.pyc", ".a.py.swp", ".git/index", "x.py~"]
+    backend.replay(((i * 0.001, path) for i, path in enumerate(noise)), until=1.0)
+    assert batches == []
+    backend.replay([(0.0, ".git/HEAD"), (0.001, "shop/views.py")], until=1.0)
+    assert relative(batches, start=501.0) == [(["shop/views.py"], 0.001)]
+
+
+def test_nothing_is_handed_on_after_stop(scripted: Callable[..., Any]) -> None:
+    backend, batches = scripted(quiet=0.05)
+    backend.replay([(0.0, "a.py")], until=0.01)
+    backend.stop()
+    assert backend.debouncer.pump() is False
+    backend.idle(backend.clock.now + 1.0)
+    assert batches == []
 
 
 # --- backends against a real tree ---

@@ -90,10 +90,7 @@ def test_a_failing_framework_means_a_reload(
     assert "the framework broke" in caplog.text
 
 
-def test_the_folders_watched_go_to_the_next_image(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(watching.REMEMBERED_ENV, raising=False)
+def test_the_folders_watched_go_to_the_next_image(tmp_path: Path) -> None:
     first, second, learned = (str(tmp_path / name) for name in ("first", "second", "extras"))
     watch = watching.ReloadWatch(SETTINGS, [], since=0.0, remembered=[first])
 
@@ -102,10 +99,8 @@ def test_the_folders_watched_go_to_the_next_image(
 
     watch.watcher = Started()
     watch.learned([learned, "relative/folder", os.path.dirname(os.__file__)])
-    watch.remember()
-    assert watching.take_remembered() == [first, second, learned]
-    assert watching.REMEMBERED_ENV not in os.environ
-    assert watching.take_remembered() == []
+    assert watch.folders_to_remember() == [first, second, learned]
+    assert watch.folders_to_remember() == [first, second]  # what was learned, handed once
 
 
 # --- what a prefork worker writes on its heartbeat pipe ---
