@@ -31,7 +31,6 @@ __all__ = [
     "addon_of",
     "discover",
     "import_addons",
-    "imported",
     "read_manifest",
 ]
 
@@ -182,27 +181,16 @@ def _dependency_order(addons: dict[str, Addon], addons_paths: list[str]) -> list
         ) from None
 
 
-# The addons this process imported and serves (what cron and RPC look at).
-_imported: dict[str, Addon] = {}
-
-
-def imported() -> list[Addon]:
-    """The addons imported by :func:`import_addons` in this process, in dependency order."""
-    return list(_imported.values())
-
-
 def import_addons(addons: list[Addon], addons_paths: Iterable[str]) -> list[types.ModuleType]:
     namespace = sys.modules.get(NAMESPACE)
     if namespace is None:
         namespace = types.ModuleType(NAMESPACE, "Namespace of the addons devserve serves.")
         sys.modules[NAMESPACE] = namespace
     namespace.__path__ = list(addons_paths)
-    _imported.clear()
     modules = []
     for addon in addons:
         try:
             modules.append(importlib.import_module(addon.module))
-            _imported[addon.name] = addon
         except Exception as error:
             raise AppLoadError(
                 f"addon {addon.name!r} failed to import: {exception_summary(error)}"

@@ -1,4 +1,6 @@
-"""What is served: the settings' target turned into a WSGI callable.
+"""What is served: the settings' target turned into a WSGI callable, and what it serves
+(:class:`Served`: the callable imported for ``--app``, the addons imported for an addons
+path: what cron and RPC serve, taken from here rather than from a registry).
 
 ``--app module:attribute`` (or ``module:factory()``) imports that callable with the current
 directory on ``sys.path``; an addons path becomes :class:`devserve.http.Root` over its addons.
@@ -22,6 +24,7 @@ that says why, until a watched file (the project's, and those of the traceback,
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import os
 import sys
@@ -35,9 +38,12 @@ from devserve.errors import AppLoadError, ConfigError, NotWSGIError, exception_s
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+    from devserve.addons import Addon
+
 __all__ = [
     "HandlerChain",
     "ProxyMode",
+    "Served",
     "WSGIHandler",
     "check_target",
     "check_wsgi",
@@ -139,24 +145,34 @@ def current_folder_importable() -> str:
     return cwd
 
 
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """What a process serves."""
+
+    app: WSGIApplication  # as devserve serves it: wrapped in the handler chain, --proxy-mode
+    imported: WSGIApplication | None = None  # --app's callable as imported (the framework's)
+    addons: tuple[Addon, ...] = ()  # an addons path's, imported, in dependency order
+
+
 def load_app(settings: Settings) -> WSGIApplication:
     """The WSGI callable the settings name. Raises ConfigError or AppLoadError."""
-    return load(settings)[0]
+    return load(settings).app
 
 
-def load(settings: Settings) -> tuple[WSGIApplication, WSGIApplication | None]:
-    """What :func:`load_app` returns, and the callable imported for ``--app`` as it is (not
-    wrapped: the framework's own object; None for addons)."""
+def load(settings: Settings) -> Served:
+    """What the settings name, loaded (:class:`Served`). Raises ConfigError or
+    AppLoadError."""
     check_target(settings)
     if settings.app:
         imported = import_app(settings.app)
-        return wrap_app(imported, settings), imported
+        return Served(wrap_app(imported, settings), imported)
     if settings.addons_path:
-        return _proxy_mode(_addons_app(settings), settings), None
+        served = _addons_app(settings)
+        return dataclasses.replace(served, app=_proxy_mode(served.app, settings))
     raise AssertionError("unreachable: check_target() passed")  # pragma: no cover
 
 
-def _addons_app(settings: Settings) -> WSGIApplication:
+def _addons_app(settings: Settings) -> Served:
     # Imported here: a plain WSGI app starts (and reloads) without the addons machinery.
     from devserve import addons, http, rpc
 
@@ -164,7 +180,8 @@ def _addons_app(settings: Settings) -> WSGIApplication:
     addons.import_addons(found, settings.addons_path)
     dev = bool(settings.dev)
     root = http.Root(found, dev)
-    return HandlerChain([rpc.Endpoints(found, dev), *_handlers, root.handle])
+    chain = HandlerChain([rpc.Endpoints(found, dev), *_handlers, root.handle])
+    return Served(chain, addons=tuple(found))
 
 
 def describe_target(settings: Settings, given: object = None) -> str:

@@ -152,6 +152,7 @@ def _make_server(
     sock: socket.socket,
     handover: reloader.Handover,
     *,
+    served: app.Served,
     given: Any,
     broken: bool,
     paused: Callable[[], bool],
@@ -205,7 +206,7 @@ def _make_server(
     if broken and workers:
         _logger.error("the new code did not load: the workers of the previous code go on serving")
     companions: list[Companion] = [] if evented_child is None else [evented_child]
-    if jobs := ([] if broken else _served_jobs(settings, evented=False)):
+    if jobs := ([] if broken else _served_jobs(served, evented=False)):
         companions.append(_cron_workers(settings, jobs))
     return prefork.PreforkServer(
         application,
@@ -276,11 +277,11 @@ def _run_server(
         debug.check_socket_safety(sock, settings.debugger_allow_remote)
     load_started = time.time()
     if given is None:
-        application, imported, broken_files = _load_or_show_error(settings, reloaded)
+        served, broken_files = _load_or_show_error(settings, reloaded)
     else:
-        application, imported, broken_files = app.wrap_app(given, settings), given, []
-    integration, application = _integration(settings, imported, application, bool(broken_files))
-    crons = _cron_runner(settings, evented) if given is None and not broken_files else None
+        served, broken_files = app.Served(app.wrap_app(given, settings), given), []
+    integration, application = _integration(settings, served, bool(broken_files))
+    crons = _cron_runner(settings, served, evented) if not broken_files else None
     holder = None  # the post-mortem debugger, which may hold requests
     if post_mortem:
         holder = application = debug.PostMortem(application, post_mortem)
@@ -308,6 +309,7 @@ def _run_server(
         application,
         sock,
         handover,
+        served=served,
         given=given,
         broken=bool(broken_files),
         paused=lambda: holder is not None and holder.holding > 0,
@@ -360,13 +362,14 @@ def _run_server(
 
 
 def _integration(
-    settings: config.Settings, imported: Any, application: WSGIApplication, broken: bool
+    settings: config.Settings, served: app.Served, broken: bool
 ) -> tuple[Integration, WSGIApplication]:
     """The framework integration (in --dev modes only), and the app it prepared for
     development and wrapped (Django's static files)."""
+    application = served.app
     if not settings.dev or broken:
-        return frameworks.Integration(imported, settings), application
-    integration = frameworks.detect(imported, settings)
+        return frameworks.Integration(served.imported, settings), application
+    integration = frameworks.detect(served.imported, settings)
     try:
         integration.prepare()
         return integration, integration.wrap(application)
@@ -400,14 +403,14 @@ def _framework_started(
         report()
 
 
-def _served_jobs(settings: config.Settings, evented: bool) -> list[Any]:
+def _served_jobs(served: app.Served, evented: bool) -> list[Any]:
     """The @cron jobs of the addons served. None for a plain WSGI app, nor in gevent mode
     (as in Odoo: cron runs in threaded mode's threads or in prefork's cron workers)."""
-    if evented or settings.app or not settings.addons_path:
+    if evented or not served.addons:
         return []
-    from devserve import addons, cron  # here: a plain WSGI app never pays for them
+    from devserve import cron  # here: a plain WSGI app never pays for it
 
-    return cron.served_jobs(addon.name for addon in addons.imported())
+    return cron.served_jobs(addon.name for addon in served.addons)
 
 
 def _cron_workers(settings: config.Settings, jobs: list[Any]) -> Companion:
@@ -423,9 +426,9 @@ def _cron_workers(settings: config.Settings, jobs: list[Any]) -> Companion:
     )
 
 
-def _cron_runner(settings: config.Settings, evented: bool) -> Any:
+def _cron_runner(settings: config.Settings, served: app.Served, evented: bool) -> Any:
     """The threaded server's cron threads (prefork runs cron workers instead)."""
-    jobs = _served_jobs(settings, evented)
+    jobs = _served_jobs(served, evented)
     if settings.workers or not jobs:
         return None
     from devserve import cron
@@ -487,15 +490,14 @@ def _signal_actions(settings: config.Settings, given: Any) -> dict[int, Callable
 
 
 def _load_or_show_error(
-    settings: config.Settings, reloaded: Any
-) -> tuple[WSGIApplication, Any, list[str]]:
-    """The app served, the callable imported (None for addons), and the files to watch
-    besides the project's. With --dev reload, an app that fails to load is replaced by a
-    500 page that shows why, and the files of the traceback are watched too. An ASGI app
-    is refused at first start: serving an error page could not make it work."""
+    settings: config.Settings, reloaded: reloader.Reload | None
+) -> tuple[app.Served, list[str]]:
+    """What is served, and the files to watch besides the project's. With --dev reload,
+    an app that fails to load is replaced by a 500 page that shows why, and the files of
+    the traceback are watched too. An ASGI app is refused at first start: serving an error
+    page could not make it work."""
     try:
-        application, imported = app.load(settings)
-        return application, imported, []
+        return app.load(settings), []
     except (AppLoadError, ConfigError) as error:
         if not settings.reload or (isinstance(error, NotWSGIError) and not reloaded):
             raise
@@ -504,7 +506,7 @@ def _load_or_show_error(
             error,
             exc_info=error.__cause__ or error,
         )
-        return app.error_app(error), None, app.traceback_files(error)
+        return app.Served(app.error_app(error)), app.traceback_files(error)
 
 
 def _print_banner(settings: config.Settings, server: Any, given: Any, served: Any) -> None:

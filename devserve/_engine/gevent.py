@@ -95,9 +95,9 @@ def child_socket() -> socket.socket | None:
 
 
 class GeventServer(ControlLoop):
-    """devserve's own HTTP engine (:class:`~devserve.handler.HTTPConnection`, the threaded
-    and prefork modes' strict checks) with a greenlet per connection, run by a control loop
-    in the main greenlet."""
+    """devserve's own HTTP engine (:class:`~devserve._engine.connection.HTTPConnection`,
+    the threaded and prefork modes' strict checks) with a greenlet per connection, run by
+    a control loop in the main greenlet."""
 
     mode = "gevent"
 

@@ -307,14 +307,14 @@ def test_worker_reaped_before_its_heartbeat_turn(devserve: StartDevserve, tmp_pa
 BOOT_FAILURE_INJECTION = """\
 import os
 
-import devserve._engine.prefork
+import devserve._engine.worker
 
 
 def run(self):
     os._exit(3)  # every worker dies before it is ready
 
 
-devserve._engine.prefork.WorkerProcess.run = run
+devserve._engine.worker.WorkerProcess.run = run
 """
 
 

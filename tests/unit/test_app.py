@@ -270,6 +270,30 @@ def test_load_app_prefers_the_app(write_module: Callable[[str], str]) -> None:
     assert app.describe_target(settings) == f"{name}:app"
 
 
+def test_load_says_what_it_serves(
+    tmp_path: Path,
+    write_addon: WriteAddon,
+    write_module: Callable[[str], str],
+    unique: Callable[[str], str],
+) -> None:
+    """The addons served, in dependency order (what cron and RPC serve), or the callable
+    imported for --app as it is: taken from what was loaded, not from a registry."""
+    base, shop = unique("zz_base"), unique("aa_shop")
+    write_addon(tmp_path, base)
+    write_addon(tmp_path, shop, depends=[base])
+    served = app.load(Settings(addons_path=(str(tmp_path),)))
+    assert [addon.name for addon in served.addons] == [base, shop]
+    assert served.imported is None
+    assert Client(served.app).get("/nowhere").text == "No handler found\n"
+    again = app.load(Settings(addons_path=(str(EXAMPLE_ADDONS),)))
+    assert [addon.name for addon in again.addons] == ["hello"]  # this load's, not the last
+    name = write_module(WSGI_MODULE)
+    plain = app.load(Settings(app=f"{name}:app", proxy_mode=True))
+    assert plain.imported is sys.modules[name].app
+    assert plain.app is not plain.imported  # wrapped for --proxy-mode
+    assert plain.addons == ()
+
+
 def test_load_app_example_addons() -> None:
     root = app.load_app(Settings(addons_path=(str(EXAMPLE_ADDONS),)))
     client = Client(root)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devserve import addons, cron, debug, runtime
+from devserve import addons, app, cron, debug, runtime
 from devserve.config import Settings
 from devserve.cron import CronRunner, Job, Schedule
 from devserve.errors import AppLoadError
@@ -171,14 +171,18 @@ def test_the_server_runs_the_jobs_of_the_addons_it_serves(
     name = unique("served")
     import_addons_with_jobs(tmp_path, write_addon, name)
     settings = Settings(addons_path=(str(tmp_path),), max_cron_threads=3, limit_time_real=9)
-    runner = runtime._cron_runner(settings, False)
+    served = app.load(settings)
+    assert [addon.name for addon in served.addons] == [name]
+    runner = runtime._cron_runner(settings, served, False)
     assert isinstance(runner, CronRunner)
     assert [job.name for job in runner.jobs] == [f"{name}.first", f"{name} second"]
     assert (runner.threads, runner.time_limit) == (3, 9.0)
     # Prefork runs cron in its own workers; a plain WSGI app has no jobs; gevent mode none.
-    assert runtime._cron_runner(Settings(addons_path=(str(tmp_path),), workers=2), False) is None
-    assert runtime._cron_runner(Settings(app="mod:app"), False) is None
-    assert runtime._cron_runner(settings, True) is None
+    prefork = Settings(addons_path=(str(tmp_path),), workers=2)
+    assert runtime._cron_runner(prefork, served, False) is None
+    plain = app.Served(served.app, imported=served.app)
+    assert runtime._cron_runner(Settings(app="mod:app"), plain, False) is None
+    assert runtime._cron_runner(settings, served, True) is None
 
 
 def test_partition_deals_the_jobs_round_robin() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from devserve import servers
-from devserve._engine import children, prefork
+from devserve._engine import children, prefork, worker
 from devserve._engine.children import ChildBody, Processes
 from devserve._engine.prefork import PreforkServer, Worker
 from devserve.limits import Limits
@@ -84,7 +84,7 @@ class FakeProcesses(Processes):
             self.alive.discard(pid)
             self.ended.append((pid, code))
 
-    def beat(self, pid: int, what: bytes = prefork.READY) -> None:
+    def beat(self, pid: int, what: bytes = worker.READY) -> None:
         os.write(self.write_ends[pid], what)
 
     def titles(self, pids: Any) -> list[str]:
@@ -408,7 +408,7 @@ def test_a_silent_worker_gets_quit_then_kill(
     turn(server)
     [pid] = server.workers
     clock.now += 9.0
-    processes.beat(pid, prefork.ALIVE)
+    processes.beat(pid, worker.ALIVE)
     turn(server)
     clock.now += 9.0  # 9 s since the last heartbeat: within the limit
     turn(server)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devserve import watching
-from devserve._engine import prefork
+from devserve._engine import worker
 from devserve.config import Settings
 from devserve.frameworks import Integration
 from devserve.reloader import FileChanges
@@ -107,18 +107,18 @@ def test_the_folders_watched_go_to_the_next_image(tmp_path: Path) -> None:
 
 
 def report(*folders: str) -> bytes:
-    return prefork.IMPORTED + "\0".join(folders).encode() + prefork.IMPORTED_END
+    return worker.IMPORTED + "\0".join(folders).encode() + worker.IMPORTED_END
 
 
 def test_heartbeats_and_reported_folders_are_told_apart() -> None:
     data = b"r." + report("/p/extras", "/p/more") + b".." + report("/p/other")
-    assert prefork.read_heartbeats(data) == (b"r...", ["/p/extras", "/p/more", "/p/other"], b"")
+    assert worker.read_heartbeats(data) == (b"r...", ["/p/extras", "/p/more", "/p/other"], b"")
 
 
 def test_a_report_cut_in_two_is_read_once_whole() -> None:
     whole = b"." + report("/srv/ready/r")
-    beats, folders, unread = prefork.read_heartbeats(whole[:9])
+    beats, folders, unread = worker.read_heartbeats(whole[:9])
     assert (beats, folders) == (b".", [])
     # The "r" of a folder's name is no READY heartbeat.
-    assert prefork.READY not in beats
-    assert prefork.read_heartbeats(unread + whole[9:] + b".") == (b".", ["/srv/ready/r"], b"")
+    assert worker.READY not in beats
+    assert worker.read_heartbeats(unread + whole[9:] + b".") == (b".", ["/srv/ready/r"], b"")
