@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from devserve._engine.children import Companion
     from devserve._engine.evented_child import EventedChild
+    from devserve.cron import CronRunner, Job
     from devserve.frameworks import Integration
 
 __all__ = ["check_gevent", "is_next_image", "run", "serve"]
@@ -153,7 +154,7 @@ def _make_server(
     handover: reloader.Handover,
     *,
     served: app.Served,
-    given: Any,
+    given: WSGIApplication | None,
     broken: bool,
     paused: Callable[[], bool],
     evented: bool,
@@ -225,7 +226,9 @@ def _make_server(
 
 
 def _evented_child(
-    settings: config.Settings, given: Any, handed: reloader.HandedChildren | None
+    settings: config.Settings,
+    given: WSGIApplication | None,
+    handed: reloader.HandedChildren | None,
 ) -> EventedChild | None:
     """With ``--workers`` and ``--gevent-port``: the prefork master's evented child, on a
     socket bound once (or kept from the previous image). Without: the previous image's
@@ -403,7 +406,7 @@ def _framework_started(
         report()
 
 
-def _served_jobs(served: app.Served, evented: bool) -> list[Any]:
+def _served_jobs(served: app.Served, evented: bool) -> list[Job]:
     """The @cron jobs of the addons served. None for a plain WSGI app, nor in gevent mode
     (as in Odoo: cron runs in threaded mode's threads or in prefork's cron workers)."""
     if evented or not served.addons:
@@ -413,7 +416,7 @@ def _served_jobs(served: app.Served, evented: bool) -> list[Any]:
     return cron.served_jobs(addon.name for addon in served.addons)
 
 
-def _cron_workers(settings: config.Settings, jobs: list[Any]) -> Companion:
+def _cron_workers(settings: config.Settings, jobs: list[Job]) -> Companion:
     """Prefork's cron workers: the jobs dealt into one slot per worker, each slot's worker
     running its share on one thread."""
     from devserve import cron
@@ -426,7 +429,7 @@ def _cron_workers(settings: config.Settings, jobs: list[Any]) -> Companion:
     )
 
 
-def _cron_runner(settings: config.Settings, served: app.Served, evented: bool) -> Any:
+def _cron_runner(settings: config.Settings, served: app.Served, evented: bool) -> CronRunner | None:
     """The threaded server's cron threads (prefork runs cron workers instead)."""
     jobs = _served_jobs(served, evented)
     if settings.workers or not jobs:
@@ -436,7 +439,9 @@ def _cron_runner(settings: config.Settings, served: app.Served, evented: bool) -
     return cron.CronRunner(jobs, settings.max_cron_threads, cron.time_limit(settings))
 
 
-def _stop_crons(crons: Any, settings: config.Settings, outcome: Any) -> tuple[bool, Any]:
+def _stop_crons(
+    crons: CronRunner | None, settings: config.Settings, outcome: servers.Outcome
+) -> tuple[bool, servers.Outcome]:
     """Running cron jobs get the grace period requests got (a forced stop: none). Returns
     whether none is left running, and the outcome: a second INT/TERM meanwhile (which
     raises KeyboardInterrupt here, as during start-up) forces the stop."""
@@ -469,7 +474,9 @@ def _interruptible_startup() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _signal_actions(settings: config.Settings, given: Any) -> dict[int, Callable[[], None]]:
+def _signal_actions(
+    settings: config.Settings, given: WSGIApplication | None
+) -> dict[int, Callable[[], None]]:
     """QUIT dumps every thread's stack; USR1 reports cache statistics, USR2 with sizes.
     (Imported on first use: start-up is reload latency.)"""
     reporter: list[Any] = []
@@ -509,7 +516,12 @@ def _load_or_show_error(
         return app.Served(app.error_app(error)), app.traceback_files(error)
 
 
-def _print_banner(settings: config.Settings, server: Any, given: Any, served: Any) -> None:
+def _print_banner(
+    settings: config.Settings,
+    server: servers.Server,
+    given: WSGIApplication | None,
+    served: WSGIApplication,
+) -> None:
     rows = [
         ("mode", server.description),
         ("serving", app.describe_target(settings, given)),
