@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from devserve import (
     app,
     config,
-    debug,
     frameworks,
     limits,
     log,
@@ -34,7 +33,6 @@ from devserve import (
     values,
     watching,
 )
-from devserve._engine import gevent
 from devserve.errors import AppLoadError, ConfigError, ExitCode, NotWSGIError
 
 if TYPE_CHECKING:
@@ -57,6 +55,8 @@ def is_next_image() -> bool:
 
 def check_gevent() -> None:
     """``devserve gevent`` without gevent: one line saying how to install it."""
+    from devserve._engine import gevent  # here: only where a mode needs it
+
     if not gevent.available():
         raise ConfigError(
             f"gevent mode needs gevent, which is not installed: {gevent.INSTALL_HINT}"
@@ -88,6 +88,8 @@ def serve(
     ``application`` given (by ``devserve.run()``) is served instead of the settings' target.
     ``evented``: in gevent mode (``devserve gevent``, monkey-patched already)."""
     if evented:
+        from devserve._engine import gevent  # here: only where a mode needs it
+
         check_gevent()
         if settings.workers:
             raise ConfigError(
@@ -111,6 +113,8 @@ def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bo
     else:
         app.check_wsgi(given, app.describe_target(settings, given))
     if "werkzeug" in settings.dev:
+        from devserve import debug  # here: only with the debugger (start-up time)
+
         debug.check_debugger_safety(settings.http_interface, settings.debugger_allow_remote)
         if settings.workers:
             raise ConfigError(
@@ -120,6 +124,8 @@ def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bo
             )
     post_mortem = None
     if _post_mortem_asked(settings):
+        from devserve import debug
+
         post_mortem = debug.check_post_mortem(settings.dev, sys.stdin.isatty())
     if settings.stop_after_init:
         if given is None:
@@ -172,6 +178,8 @@ def _make_server(
         "max_body": settings.limit_request_body * limits.MIB,
     }
     if evented:
+        from devserve._engine import gevent
+
         limits.set_memory_hard(settings.limit_memory_hard)
         return gevent.GeventServer(
             application,
@@ -233,8 +241,6 @@ def _evented_child(
     """With ``--workers`` and ``--gevent-port``: the prefork master's evented child, on a
     socket bound once (or kept from the previous image). Without: the previous image's
     child, if any, is stopped."""
-    from devserve._engine import evented_child
-
     sock, previous = (handed.sock, list(handed.pids)) if handed else (None, [])
     if settings.gevent_port is None or not settings.workers:
         if sock is not None:  # --gevent-port (or --workers) was dropped: the child goes
@@ -247,6 +253,8 @@ def _evented_child(
             "--gevent-port needs a target the evented child can load itself: an addons "
             "folder or module:attribute, not an app object handed to devserve.run()"
         )
+    from devserve._engine import evented_child, gevent
+
     if not gevent.available():
         raise ConfigError(
             f"--gevent-port needs gevent, which is not installed: {gevent.INSTALL_HINT}"
@@ -261,6 +269,8 @@ def _evented_child(
 def _evented_child_socket(evented: bool) -> socket.socket | None:
     if not evented:
         return None
+    from devserve._engine import gevent
+
     return gevent.child_socket()
 
 
@@ -277,6 +287,8 @@ def _run_server(
     sock = handover.listener or _evented_child_socket(evented)
     sock = sock or servers.bind_socket(settings.http_interface, settings.http_port)
     if "werkzeug" in settings.dev:
+        from devserve import debug  # here: only with a debugger (start-up is reload latency)
+
         debug.check_socket_safety(sock, settings.debugger_allow_remote)
     load_started = time.time()
     if given is None:
@@ -285,18 +297,9 @@ def _run_server(
         served, broken_files = app.Served(app.wrap_app(given, settings), given), []
     integration, application = _integration(settings, served, bool(broken_files))
     crons = _cron_runner(settings, served, evented) if not broken_files else None
-    holder = None  # the post-mortem debugger, which may hold requests
-    if post_mortem:
-        holder = application = debug.PostMortem(application, post_mortem)
-    debugger = None
-    if "werkzeug" in settings.dev:
-        debugger = application = debug.debugger(
-            application,
-            settings.http_interface,
-            settings.debugger_pin,
-            settings.debugger_trusted_host,
-            failures=handover.debugger_failures,
-        )
+    application, holder, debugger = _debuggers(
+        settings, application, post_mortem, handover.debugger_failures
+    )
     watch = watching.ReloadWatch(
         settings,
         broken_files,
@@ -322,7 +325,11 @@ def _run_server(
         on_imported=watch.learned if settings.reload else None,
     )
     server.changes_quiet_for = watch.quiet_for  # a reload waits for a checkout to end
-    is_evented_child = evented and gevent.parent_pid() is not None  # a prefork master's
+    is_evented_child = False
+    if evented:
+        from devserve._engine import gevent
+
+        is_evented_child = gevent.parent_pid() is not None  # a prefork master's
 
     def announce() -> None:
         if reloaded:
@@ -348,7 +355,7 @@ def _run_server(
             if child is not None:  # retired by the master: it finishes on its own
                 handed.evented = child.handover()
             handed.watched = watch.folders_to_remember()
-            handed.debugger_failures = debug.failed_pins(debugger)
+            handed.debugger_failures = _failed_pins(debugger)
             reloader.reexec(handed)
         code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
         if server.unfinished or not crons_done:
@@ -362,6 +369,42 @@ def _run_server(
         server.close()  # idle pooled threads end
     _logger.info("stopped")
     return code
+
+
+def _debuggers(
+    settings: config.Settings,
+    application: WSGIApplication,
+    post_mortem: str | None,
+    failures: int,
+) -> tuple[WSGIApplication, Any, Any]:
+    """The app behind the debuggers asked for, the post-mortem one (which may hold
+    requests) and Werkzeug's (``failures``: its wrong PINs in the images before); None for
+    those not asked for."""
+    if not (post_mortem or "werkzeug" in settings.dev):
+        return application, None, None
+    from devserve import debug  # here: only with a debugger (start-up is reload latency)
+
+    holder = debugger = None
+    if post_mortem:
+        holder = application = debug.PostMortem(application, post_mortem)
+    if "werkzeug" in settings.dev:
+        debugger = application = debug.debugger(
+            application,
+            settings.http_interface,
+            settings.debugger_pin,
+            settings.debugger_trusted_host,
+            failures=failures,
+        )
+    return application, holder, debugger
+
+
+def _failed_pins(debugger: Any) -> int:
+    """Werkzeug's debugger's wrong PINs so far (none without it), for the next image."""
+    if debugger is None:
+        return 0
+    from devserve import debug
+
+    return debug.failed_pins(debugger)
 
 
 def _integration(
@@ -482,11 +525,15 @@ def _signal_actions(
     reporter: list[Any] = []
 
     def report(sizes: bool) -> None:
+        from devserve import debug
+
         if not reporter:
             reporter.append(debug.CacheReporter(project.roots(settings, given)))
         reporter[0].request(sizes)
 
     def dump() -> None:
+        from devserve import debug
+
         debug.dump_stacks()
 
     return {
@@ -529,5 +576,7 @@ def _print_banner(
         ("pid", str(os.getpid())),
     ]
     if "werkzeug" in settings.dev:
+        from devserve import debug
+
         rows.append(("debugger PIN", debug.debugger_pin(served)))
     log.print_banner(f"devserve serving on {server.url}", rows)
