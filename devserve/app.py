@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import logging
 import os
 import sys
 import traceback
@@ -54,10 +55,13 @@ __all__ = [
     "is_asgi",
     "load",
     "load_app",
+    "load_or_error",
     "register_wsgi_handler",
     "traceback_files",
     "wrap_app",
 ]
+
+_logger = logging.getLogger(__name__)
 
 # A WSGI callable that may pass: it returns None (without calling start_response) to let the
 # next handler answer. A string annotation, so _typeshed is only needed by type checkers.
@@ -332,3 +336,21 @@ pre{{background:#fee;padding:1rem;overflow:auto}}</style></head>
 <body><h1>The app failed to load</h1><p>{summary}</p><pre>{details}</pre>
 <p>devserve is watching: save a fix and reload this page.</p></body></html>
 """
+
+
+def load_or_error(settings: Settings, first_start: bool) -> tuple[Served, list[str]]:
+    """What is served, and the files to watch besides the project's. With --dev reload,
+    an app that fails to load is replaced by a 500 page that shows why, and the files of
+    the traceback are watched too. An ASGI app is refused at first start: serving an error
+    page could not make it work."""
+    try:
+        return load(settings), []
+    except (AppLoadError, ConfigError) as error:
+        if not settings.reload or (isinstance(error, NotWSGIError) and first_start):
+            raise
+        _logger.error(
+            "%s; serving the error until a watched file changes",
+            error,
+            exc_info=error.__cause__ or error,
+        )
+        return Served(error_app(error)), traceback_files(error)

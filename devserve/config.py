@@ -36,6 +36,7 @@ from devserve.values import (  # the settings' value parsers
     parse_port,
     parse_positive_int,
     parse_reload_backend,
+    parse_reload_mode,
     parse_seconds,
     parse_seconds_or_inherit,
     parse_str,
@@ -253,6 +254,15 @@ class Settings:
         "polling for network and virtual filesystems), inotify, watchdog or poll",
         parse=parse_reload_backend,
         metavar="BACKEND",
+    )
+    reload_mode: str = setting(
+        "warm",
+        "--reload-mode",
+        help="how --dev reload runs new code: warm (fork it from a parent process that keeps "
+        "the framework and libraries imported; threaded mode) or exec (a fresh image of the "
+        "process)",
+        parse=parse_reload_mode,
+        metavar="MODE",
     )
     reload_path: tuple[str, ...] = setting(
         (),

@@ -32,6 +32,7 @@ import io
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -42,9 +43,11 @@ from devserve.values import POST_MORTEM
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["Integration", "detect"]
+__all__ = ["Integration", "detect", "prepare", "report_started"]
 
 _logger = logging.getLogger(__name__)
+
+STARTED_DELAY = 0.25  # the start-up checks run after the first request, or after this long
 
 _WRAPPED = ("app", "application", "wsgi_app", "wrapped")  # where middleware keeps the app
 
@@ -357,3 +360,41 @@ def detect(app: Any, settings: Settings) -> Integration:
         if found is not None:
             return framework(found, settings)
     return Integration(app, settings)
+
+
+def prepare(
+    settings: Settings, imported: Any, application: WSGIApplication, broken: bool
+) -> tuple[Integration, WSGIApplication]:
+    """The framework integration of the app ``imported`` (in --dev modes only), and the
+    app it prepared for development and wrapped (Django's static files)."""
+    if not settings.dev or broken:
+        return Integration(imported, settings), application
+    integration = detect(imported, settings)
+    try:
+        integration.prepare()
+        return integration, integration.wrap(application)
+    except Exception:  # the app serves as it is
+        _logger.exception("adjusting %s for development failed", integration.name)
+        return integration, application
+
+
+def report_started(integration: Integration, served_first: Any, in_thread: bool) -> None:
+    """What the framework reports once serving (Django's system checks). In a thread, once
+    the first request was answered (or 250 ms passed), so it never delays serving; not in
+    prefork's master: there at once, before any worker is forked (a fork must not copy a
+    thread that is half-way through an import)."""
+
+    def report() -> None:
+        if in_thread:
+            served_first.wait(STARTED_DELAY)
+        try:
+            integration.started()
+        except Exception:
+            _logger.exception("%s's start-up checks failed", integration.name)
+
+    if not integration.reports:
+        return
+    if in_thread:
+        threading.Thread(target=report, name="devserve.frameworks", daemon=True).start()
+    else:
+        report()

@@ -81,17 +81,21 @@ class Reload:
     cause: str
     first_seen: float  # the change happened (the first event of its batch), or HUP arrived
     decided: float  # the batch settled and compiled: the server starts draining
-    exec_at: float = 0.0  # drained: the exec
+    exec_at: float = 0.0  # drained: the exec, or the fork of the next serving process
+    kind: str = "exec"  # "exec": a new image of the process; "warm": a fork of the warm parent
+    paths: frozenset[str] = frozenset()  # the changed files that reload (none for HUP)
 
     def summary(self, ready: float) -> str:
-        """``hello/controllers.py (settle 27 + drain 0 + restart 96)``, in milliseconds."""
+        """``hello/controllers.py (settle 27 + drain 0 + restart 96)`` (a warm reload:
+        ``+ load 12``), in milliseconds."""
 
         def ms(start: float, end: float) -> int:
             return round((end - start) * 1000)
 
+        last = "load" if self.kind == "warm" else "restart"
         return (
             f"{self.cause} (settle {ms(self.first_seen, self.decided)} + drain "
-            f"{ms(self.decided, self.exec_at)} + restart {ms(self.exec_at, ready)})"
+            f"{ms(self.decided, self.exec_at)} + {last} {ms(self.exec_at, ready)})"
         )
 
 
@@ -218,6 +222,18 @@ class Handover:
     def encode(self, pid: int | None = None) -> tuple[list[int], dict[str, str]]:
         """The descriptors to pass, in slot order (the first goes on ``LISTEN_FD``), and the
         environment variables that tell the next image (``pid``: this one's) what they are."""
+        passed, record = self.to_record()
+        variables = {
+            "LISTEN_FDS": "1",
+            "LISTEN_PID": str(os.getpid() if pid is None else pid),
+            HANDOVER_ENV: json.dumps(record),
+        }
+        return passed, variables
+
+    def to_record(self) -> tuple[list[int], dict[str, Any]]:
+        """The descriptors to pass, in slot order, and the record that says what each slot
+        is (slots count from ``LISTEN_FD``): what :meth:`encode` puts in the environment,
+        and what a warm child sends its parent with the descriptors over a socket."""
         if self.listener is None:
             raise ValueError("a hand-over needs the listen socket")
         passed = [self.listener.fileno()]
@@ -239,13 +255,15 @@ class Handover:
             record["evented"] = [slot(self.evented.sock.fileno()), list(self.evented.pids)]
         if self.reload is not None:
             timing = self.reload
-            record["reload"] = [timing.cause, timing.first_seen, timing.decided, timing.exec_at]
-        variables = {
-            "LISTEN_FDS": "1",
-            "LISTEN_PID": str(os.getpid() if pid is None else pid),
-            HANDOVER_ENV: json.dumps(record),
-        }
-        return passed, variables
+            record["reload"] = [
+                timing.cause,
+                timing.first_seen,
+                timing.decided,
+                timing.exec_at,
+                timing.kind,
+                sorted(timing.paths),
+            ]
+        return passed, record
 
     @classmethod
     def decode(
@@ -260,10 +278,25 @@ class Handover:
         if listener is None or not value:  # none, or another process's
             return cls(listener=listener)
         try:
-            return _parse(json.loads(value), listener)
+            return _parse(json.loads(value), listener, _descriptor)
         except (ValueError, TypeError, KeyError, IndexError, OSError) as error:
             _logger.warning("the previous image's hand-over is malformed (%s): ignored", error)
             return cls(listener=listener)
+
+    @classmethod
+    def from_record(
+        cls, record: dict[str, Any], descriptors: Sequence[int], listener: socket.socket
+    ) -> Handover:
+        """What :meth:`to_record` gave, with the descriptors received in slot order (the
+        first, the sender's listen socket, is closed: ``listener`` is this process's)."""
+        os.close(descriptors[0])
+
+        def received(slot: object) -> int:
+            if not isinstance(slot, int) or not LISTEN_FD < slot < LISTEN_FD + len(descriptors):
+                raise ValueError(f"{slot!r} is not a handed descriptor")
+            return descriptors[slot - LISTEN_FD]
+
+        return _parse(record, listener, received)
 
 
 def _adopt_listener(environ: MutableMapping[str, str], pid: int) -> socket.socket | None:
@@ -281,25 +314,34 @@ def _adopt_listener(environ: MutableMapping[str, str], pid: int) -> socket.socke
     return sock
 
 
-def _parse(record: dict[str, Any], listener: socket.socket) -> Handover:
+def _parse(
+    record: dict[str, Any], listener: socket.socket, descriptor: Callable[[object], int]
+) -> Handover:
     reload = None
     if "reload" in record:
-        cause, first_seen, decided, exec_at = record["reload"]
-        reload = Reload(str(cause), float(first_seen), float(decided), float(exec_at))
+        cause, first_seen, decided, exec_at, kind, paths = record["reload"]
+        reload = Reload(
+            str(cause),
+            float(first_seen),
+            float(decided),
+            float(exec_at),
+            str(kind),
+            frozenset(str(path) for path in paths),
+        )
     evented = None
     if "evented" in record:
-        descriptor, pids = record["evented"]
-        evented = HandedChildren(_socket(descriptor), tuple(int(pid) for pid in pids))
+        slot, pids = record["evented"]
+        evented = HandedChildren(_socket(descriptor(slot)), tuple(int(pid) for pid in pids))
     return Handover(
         listener=listener,
         reload=reload,
         connections=[
-            (_socket(descriptor), base64.b64decode(received, validate=True))
-            for descriptor, received in record["connections"]
+            (_socket(descriptor(slot)), base64.b64decode(received, validate=True))
+            for slot, received in record["connections"]
         ],
         workers=[
-            HandedWorker(int(pid), int(number), _pipe(descriptor))
-            for pid, number, descriptor in record["workers"]
+            HandedWorker(int(pid), int(number), _pipe(descriptor(slot)))
+            for pid, number, slot in record["workers"]
         ],
         evented=evented,
         watched=[str(folder) for folder in record["watched"]],
@@ -307,14 +349,13 @@ def _parse(record: dict[str, Any], listener: socket.socket) -> Handover:
     )
 
 
-def _socket(descriptor: object) -> socket.socket:
-    sock = socket.socket(fileno=_descriptor(descriptor))
+def _socket(descriptor: int) -> socket.socket:
+    sock = socket.socket(fileno=descriptor)
     sock.set_inheritable(False)
     return sock
 
 
-def _pipe(descriptor: object) -> int:
-    fd = _descriptor(descriptor)
+def _pipe(fd: int) -> int:
     os.set_inheritable(fd, False)
     os.set_blocking(fd, False)
     return fd
@@ -348,7 +389,9 @@ def reexec(handover: Handover) -> NoReturn:
         logging.shutdown()  # flush the log before the image goes
         if handover.reload is not None:
             exec_at = time.monotonic()
-            handover = replace(handover, reload=replace(handover.reload, exec_at=exec_at))
+            handover = replace(
+                handover, reload=replace(handover.reload, exec_at=exec_at, kind="exec")
+            )
         passed, variables = handover.encode()
         # First out of the way (above every target number), then onto 3, 4, 5...
         above = LISTEN_FD + len(passed)

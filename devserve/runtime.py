@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -33,15 +32,15 @@ from devserve import (
     values,
     watching,
 )
-from devserve.errors import AppLoadError, ConfigError, ExitCode, NotWSGIError
+from devserve.errors import ConfigError, ExitCode
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
+    from devserve._engine import warm
     from devserve._engine.children import Companion
     from devserve._engine.evented_child import EventedChild
     from devserve.cron import CronRunner, Job
-    from devserve.frameworks import Integration
 
 __all__ = ["check_gevent", "is_next_image", "run", "serve"]
 
@@ -138,9 +137,68 @@ def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bo
     pidfile = servers.Pidfile(settings.pidfile)
     pidfile.write()
     try:
+        if _reloads_warm(settings, given, evented):
+            return _run_warm_parent(settings, handover, pidfile, post_mortem)
         return _run_server(settings, given, handover, pidfile, post_mortem, evented)
     finally:
         pidfile.remove()
+
+
+def _reloads_warm(settings: config.Settings, given: WSGIApplication | None, evented: bool) -> bool:
+    """Warm reloads: with --dev reload in threaded mode, unless asked otherwise, serving a
+    target (an app object handed to devserve.run() lives in this process), and not under
+    an IDE's debugger (it follows an exec, not a fork)."""
+    return (
+        settings.reload
+        and settings.reload_mode == "warm"
+        and not settings.workers
+        and not evented
+        and given is None
+        and not _debugger_attached()
+    )
+
+
+def _run_warm_parent(
+    settings: config.Settings,
+    handover: reloader.Handover,
+    pidfile: servers.Pidfile,
+    post_mortem: str | None,
+) -> int:
+    """The warm parent: the listen socket and the signals, a serving child forked per code
+    generation (each runs :func:`_run_server`), an exec when a reload needs a fresh image."""
+    from devserve._engine import preload, warm
+
+    limits.raise_open_files()
+    sock = handover.listener or servers.bind_socket(settings.http_interface, settings.http_port)
+    if "werkzeug" in settings.dev:
+        from devserve import debug
+
+        debug.check_socket_safety(sock, settings.debugger_allow_remote)
+
+    def serve_child(handed: reloader.Handover, channel: warm.Channel) -> int:
+        return _run_server(settings, None, handed, pidfile, post_mortem, False, parent=channel)
+
+    config_file = {os.path.abspath(settings.config)} if settings.config else set()
+    parent = warm.WarmParent(
+        sock,
+        handover,
+        serve_child,
+        preloaded=preload.Preloaded(),
+        exec_files=frozenset(config_file),
+        shutdown_grace=settings.shutdown_grace,
+        reload_grace=settings.reload_grace,
+        signal_actions={signal.SIGQUIT: _signal_actions(settings, None)[signal.SIGQUIT]},
+    )
+    try:
+        outcome = parent.run()
+        if outcome is servers.Outcome.RELOAD:
+            reloader.reexec(parent.handover())
+    finally:
+        parent.close()
+    if parent.first_code is not None:
+        return parent.first_code
+    _logger.info("stopped")
+    return ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
 
 
 def _debugger_attached() -> bool:
@@ -167,14 +225,19 @@ def _make_server(
     evented_child: EventedChild | None,
     on_changes: Callable[[reloader.FileChanges], frozenset[str]],
     on_imported: Callable[[list[str]], None] | None,
+    parent: warm.Channel | None = None,
 ) -> servers.Server:
     """The server of the mode asked for: threaded, gevent, or prefork with ``--workers``.
-    (Each mode's module is imported here, so a process imports only its own.)"""
+    (Each mode's module is imported here, so a process imports only its own.) A warm
+    child ignores INT: CTRL-C on a terminal reaches it too, and its parent stops it."""
+    actions = _signal_actions(settings, given)
+    if parent is not None:
+        actions[signal.SIGINT] = lambda: None
     common: dict[str, Any] = {
         "shutdown_grace": settings.shutdown_grace,
         "reload_grace": settings.reload_grace,
         "on_changes": on_changes,
-        "signal_actions": _signal_actions(settings, given),
+        "signal_actions": actions,
         "max_body": settings.limit_request_body * limits.MIB,
     }
     if evented:
@@ -281,8 +344,12 @@ def _run_server(
     pidfile: servers.Pidfile,
     post_mortem: str | None,
     evented: bool,
+    parent: warm.Channel | None = None,
 ) -> int:
+    """Serve in this process until stopped or reloaded (``parent``: in a warm parent's
+    serving child, which hands a reload back to it instead of exec'ing)."""
     limits.raise_open_files()  # every mode: as many connections as the system allows
+    inherited = set(sys.modules)  # a warm child: what its parent imported already
     reloaded = handover.reload
     sock = handover.listener or _evented_child_socket(evented)
     sock = sock or servers.bind_socket(settings.http_interface, settings.http_port)
@@ -292,10 +359,12 @@ def _run_server(
         debug.check_socket_safety(sock, settings.debugger_allow_remote)
     load_started = time.time()
     if given is None:
-        served, broken_files = _load_or_show_error(settings, reloaded)
+        served, broken_files = app.load_or_error(settings, first_start=not reloaded)
     else:
         served, broken_files = app.Served(app.wrap_app(given, settings), given), []
-    integration, application = _integration(settings, served, bool(broken_files))
+    integration, application = frameworks.prepare(
+        settings, served.imported, served.app, bool(broken_files)
+    )
     crons = _cron_runner(settings, served, evented) if not broken_files else None
     application, holder, debugger = _debuggers(
         settings, application, post_mortem, handover.debugger_failures
@@ -323,6 +392,7 @@ def _run_server(
         evented_child=child,
         on_changes=watch.on_changes,
         on_imported=watch.learned if settings.reload else None,
+        parent=parent,
     )
     server.changes_quiet_for = watch.quiet_for  # a reload waits for a checkout to end
     is_evented_child = False
@@ -335,14 +405,18 @@ def _run_server(
         if reloaded:
             now = time.monotonic()
             took = (now - reloaded.first_seen) * 1000
-            _logger.info("reloaded in %.0f ms: %s", took, reloaded.summary(now))
+            _logger.info("reloaded in %.0f ms (%s): %s", took, reloaded.kind, reloaded.summary(now))
         elif is_evented_child:
             _logger.info("evented child serving on %s (pid %d)", server.url, os.getpid())
         else:
-            _print_banner(settings, server, given, application)
+            _print_banner(settings, server, given, application, parent is not None)
+        if parent is not None:
+            from devserve._engine import warm
+
+            warm.report_ready(parent, inherited, watch.roots())
         if not is_evented_child:  # its master watches, and reports what the framework says
             watch.start_in_background(server.notify, after=server.served_first)
-            _framework_started(integration, server.served_first, in_thread=not settings.workers)
+            frameworks.report_started(integration, server.served_first, not settings.workers)
         if crons is not None:
             crons.start()
 
@@ -356,6 +430,10 @@ def _run_server(
                 handed.evented = child.handover()
             handed.watched = watch.folders_to_remember()
             handed.debugger_failures = _failed_pins(debugger)
+            if parent is not None:
+                from devserve._engine import warm
+
+                warm.hand_back(parent, handed, inherited, watch.roots())
             reloader.reexec(handed)
         code = ExitCode.FORCED if outcome is servers.Outcome.FORCED else ExitCode.OK
         if server.unfinished or not crons_done:
@@ -405,48 +483,6 @@ def _failed_pins(debugger: Any) -> int:
     from devserve import debug
 
     return debug.failed_pins(debugger)
-
-
-def _integration(
-    settings: config.Settings, served: app.Served, broken: bool
-) -> tuple[Integration, WSGIApplication]:
-    """The framework integration (in --dev modes only), and the app it prepared for
-    development and wrapped (Django's static files)."""
-    application = served.app
-    if not settings.dev or broken:
-        return frameworks.Integration(served.imported, settings), application
-    integration = frameworks.detect(served.imported, settings)
-    try:
-        integration.prepare()
-        return integration, integration.wrap(application)
-    except Exception:  # the app serves as it is
-        _logger.exception("adjusting %s for development failed", integration.name)
-        return integration, application
-
-
-def _framework_started(
-    integration: Integration, served_first: servers.Event, in_thread: bool
-) -> None:
-    """What the framework reports once serving (Django's system checks). In a thread, once
-    the first request was answered (or 250 ms passed), so it never delays serving; not in
-    prefork's master: there at once, before any worker is forked (a fork must not copy a
-    thread that is half-way through an import)."""
-    from devserve.watching import WATCHER_DELAY
-
-    def report() -> None:
-        if in_thread:
-            served_first.wait(WATCHER_DELAY)
-        try:
-            integration.started()
-        except Exception:
-            _logger.exception("%s's start-up checks failed", integration.name)
-
-    if not integration.reports:
-        return
-    if in_thread:
-        threading.Thread(target=report, name="devserve.frameworks", daemon=True).start()
-    else:
-        report()
 
 
 def _served_jobs(served: app.Served, evented: bool) -> list[Job]:
@@ -543,37 +579,19 @@ def _signal_actions(
     }
 
 
-def _load_or_show_error(
-    settings: config.Settings, reloaded: reloader.Reload | None
-) -> tuple[app.Served, list[str]]:
-    """What is served, and the files to watch besides the project's. With --dev reload,
-    an app that fails to load is replaced by a 500 page that shows why, and the files of
-    the traceback are watched too. An ASGI app is refused at first start: serving an error
-    page could not make it work."""
-    try:
-        return app.load(settings), []
-    except (AppLoadError, ConfigError) as error:
-        if not settings.reload or (isinstance(error, NotWSGIError) and not reloaded):
-            raise
-        _logger.error(
-            "%s; serving the error until a watched file changes",
-            error,
-            exc_info=error.__cause__ or error,
-        )
-        return app.Served(app.error_app(error)), app.traceback_files(error)
-
-
 def _print_banner(
     settings: config.Settings,
     server: servers.Server,
     given: WSGIApplication | None,
     served: WSGIApplication,
+    warm: bool,
 ) -> None:
+    """The banner; a warm child's shows its parent: the PID the user sees and signals."""
     rows = [
-        ("mode", server.description),
+        ("mode", f"{server.description} (warm reload)" if warm else server.description),
         ("serving", app.describe_target(settings, given)),
         ("dev", ",".join(settings.dev) or "-"),
-        ("pid", str(os.getpid())),
+        ("pid", str(os.getppid() if warm else os.getpid())),
     ]
     if "werkzeug" in settings.dev:
         from devserve import debug

@@ -349,7 +349,7 @@ class ControlLoop:
             self._reload("SIGHUP", time.monotonic())
         elif isinstance(event, FileChanges) and (reloading := self._wants_reload(event)):
             self._late_paths = set(reloading)
-            self._reload(describe_paths(reloading), event.first_seen)
+            self._reload(describe_paths(reloading), event.first_seen, reloading)
 
     def _reloading(self) -> bool:
         return self._outcome is Outcome.RELOAD
@@ -376,7 +376,11 @@ class ControlLoop:
                 self._errors.add(error)
                 break
         if self._last_change and self.reload is not None:
-            self.reload = dataclasses.replace(self.reload, cause=describe_paths(self._late_paths))
+            self.reload = dataclasses.replace(
+                self.reload,
+                cause=describe_paths(self._late_paths),
+                paths=frozenset(self._late_paths),
+            )
 
     def _step(self, timeout: float | None) -> None:
         """Wait up to ``timeout`` for events and handle them (a mode adds its own)."""
@@ -387,9 +391,9 @@ class ControlLoop:
     def _wants_reload(self, changes: FileChanges) -> frozenset[str]:
         return self.on_changes(changes) if self.on_changes is not None else frozenset()
 
-    def _reload(self, cause: str, first_seen: float) -> None:
+    def _reload(self, cause: str, first_seen: float, paths: frozenset[str] = frozenset()) -> None:
         self._outcome = Outcome.RELOAD
-        self.reload = Reload(cause, first_seen, decided=time.monotonic())
+        self.reload = Reload(cause, first_seen, decided=time.monotonic(), paths=paths)
 
     def busy_requests(self) -> list[Any]:
         """What the app is serving right now (a mode's own)."""

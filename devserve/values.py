@@ -148,6 +148,16 @@ def parse_reload_backend(text: str) -> str:
     return name
 
 
+RELOAD_MODES = ("warm", "exec")
+
+
+def parse_reload_mode(text: str) -> str:
+    name = text.strip().lower()
+    if name not in RELOAD_MODES:
+        raise ValueError(f"{text!r} is not a reload mode ({', '.join(RELOAD_MODES)})")
+    return name
+
+
 def parse_dev(text: str) -> tuple[str, ...]:
     modes: list[str] = []
     for item in split_commas(text):

@@ -253,7 +253,7 @@ def write_addon(
     return folder
 
 
-RELOADED = r"reloaded in \d+ ms: "
+RELOADED = r"reloaded in \d+ ms \((?:warm|exec)\): "
 
 
 def write_file(path: Path, text: str, *, atomic: bool = False) -> None:

@@ -79,6 +79,14 @@ def read_to_end(client: Any) -> bytes:
     return answer
 
 
+@pytest.fixture(params=["warm", "exec"], autouse=True)
+def reload_mode(request: pytest.FixtureRequest, env: dict[str, str]) -> str:
+    """Every test here runs with both ways of reloading: a fork of the warm parent, and a
+    fresh image of the process."""
+    env["DEVSERVE_RELOAD_MODE"] = request.param
+    return str(request.param)
+
+
 def start_reloading(devserve: StartDevserve, addons: Path, *extra: str) -> DevserveProcess:
     server = devserve("-p", "0", "--dev", "reload", *extra, str(addons))
     server.wait_for_log(r"watching .* with \w+")
@@ -427,15 +435,30 @@ def test_systemd_socket_activation(devserve: StartDevserve, addons: Path) -> Non
     assert version_of(server) == "v2"
 
 
-def test_stray_descriptors_are_not_inherited(devserve: StartDevserve, addons: Path) -> None:
+def test_stray_descriptors_are_not_inherited(
+    devserve: StartDevserve, addons: Path, reload_mode: str
+) -> None:
     server = start_reloading(devserve, addons)
     set_version(addons / "demo", "v2")
     wait_reloads(server, 1)
     server.wait_for_log(r"watching .* with inotify \(ready", after=server.log.index("reloaded"))
-    # One inotify instance after a reload: the old image's watches were released.
-    fds = os.listdir(f"/proc/{server.pid}/fd")
-    inotify = [fd for fd in fds if "inotify" in _readlink(server.pid, fd)]
+    # One inotify instance after a reload: the old image's watches were released. Warm:
+    # the serving child watches, and the parent holds none.
+    serving = server.pid
+    if reload_mode == "warm":
+        assert _inotify_descriptors(server.pid) == []
+        (serving,) = _children(server.pid)
+    inotify = _inotify_descriptors(serving)
     assert len(inotify) == 1, inotify
+
+
+def _inotify_descriptors(pid: int) -> list[str]:
+    return [fd for fd in os.listdir(f"/proc/{pid}/fd") if "inotify" in _readlink(pid, fd)]
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as file:
+        return [int(child) for child in file.read().split()]
 
 
 def _readlink(pid: int, fd: str) -> str:

@@ -1,0 +1,416 @@
+"""Warm reload: a parent that keeps the framework imported and forks one serving child per
+code generation (``--reload-mode warm``, the default with ``--dev reload`` in threaded mode).
+
+The parent is the process the user started (its PID, the pidfile, the signals). It holds
+the listen socket and never runs the app's code. Each serving child, forked from it, loads
+the project, serves (the threaded server, its watcher, cron) and reports the modules it
+imported from outside the project, which the parent imports in turn
+(:mod:`devserve._engine.preload`). A reload in the child ends as a phoenix reload would,
+but instead of an exec the child hands its :class:`~devserve.reloader.Handover` (the
+connections not served yet, with their bytes) back to the parent over a socket pair, and
+exits; the parent forks the next child with it, which pays only for the project.
+
+The parent execs instead (a fresh image of itself, as ``--reload-mode exec`` does for every
+reload) on HUP, when a changed file is one of a module it holds or devserve's config file,
+and when preloading went wrong (:attr:`Preloaded.broken`).
+
+Signals to the parent: INT/TERM stop the child (forwarded as TERM: CTRL-C on a terminal
+reaches both, and the child ignores INT) and then the parent; QUIT logs the parent's
+stacks and is forwarded; USR1/USR2 are forwarded; a child that dies is replaced.
+The child stops when the parent is gone (its end of the socket pair reads end-of-file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
+
+from devserve._engine.children import CHILD_SIGNALS, Backoff, describe_exit, set_title
+from devserve._engine.preload import Preloaded, ProjectGuard, imported_since, preload
+from devserve.errors import DevserveError, report
+from devserve.reloader import Handover
+from devserve.servers import STOP_SIGNALS, ControlLoop, Outcome
+
+__all__ = ["Channel", "WarmParent"]
+
+_logger = logging.getLogger("devserve.warm")
+
+PACKET = 65536  # bytes of a message per packet
+FDS_PER_PACKET = 250  # the kernel's limit is 253 descriptors per message
+FORWARDED = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+KILL_AFTER = 1.0  # seconds past the grace before a child that does not stop is killed
+DEAD_AFTER_READY = 0  # children dying before ready, in a row, that restart at once
+
+
+class Channel:
+    """One end of the parent-child socket pair: JSON messages with descriptors attached,
+    cut into packets (a message may carry thousands of connections)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    def pair(cls) -> tuple[Channel, Channel]:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        return cls(parent), cls(child)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
+        data = json.dumps(message).encode()
+        packets = max(1, -(-len(data) // PACKET), -(-len(fds) // FDS_PER_PACKET))
+        for index in range(packets):
+            flag = b"." if index == packets - 1 else b"+"
+            chunk = data[index * PACKET : (index + 1) * PACKET]
+            descriptors = fds[index * FDS_PER_PACKET : (index + 1) * FDS_PER_PACKET]
+            socket.send_fds(self.sock, [flag + chunk], list(descriptors))
+
+    def receive(self) -> tuple[dict[str, Any], list[int]] | None:
+        """The next message and its descriptors; None when the other end is gone."""
+        data, fds = b"", []
+        while True:
+            try:
+                packet, received, _flags, _address = socket.recv_fds(
+                    self.sock, PACKET + 1, FDS_PER_PACKET
+                )
+            except OSError:
+                packet, received = b"", []
+            fds.extend(received)
+            if not packet:
+                for fd in fds:
+                    os.close(fd)
+                return None
+            data += packet[1:]
+            if packet[:1] == b".":
+                return json.loads(data), fds
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class WarmParent(ControlLoop):
+    """The warm parent's control loop: fork a serving child, take its hand-back and fork
+    the next, replace one that dies, forward signals; its run ends in a stop, or in a
+    reload that needs an exec (:meth:`handover` is what the exec passes on)."""
+
+    mode = "threaded"
+    extra_signals = (signal.SIGCHLD,)
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        first: Handover,
+        serve: Callable[[Handover, Channel], int],
+        *,
+        preloaded: Preloaded,
+        exec_files: frozenset[str] = frozenset(),
+        clock: Callable[[], float] = time.monotonic,
+        **loop: Any,
+    ) -> None:
+        super().__init__(sock, **loop)
+        self.serve = serve  # what a forked child runs, with its hand-over and channel
+        self.preloaded = preloaded
+        self.exec_files = exec_files  # a change to one of these needs a fresh image
+        self.clock = clock
+        self.child = 0  # the PID of the serving child (0: none)
+        self.channel: Channel | None = None
+        self.ready = False  # the serving child reported its app loaded
+        self.first_code: int | None = None  # the first child failed: devserve exits so
+        self.backoff = Backoff(DEAD_AFTER_READY, clock)
+        self._next: Handover | None = first  # what the next child starts with
+        self._handed: Handover | None = None  # for the exec
+        self._exec_asked = False  # HUP: the child's hand-back goes to an exec
+        self._generations = 0
+
+    @property
+    def description(self) -> str:
+        return "threaded (warm reload)"
+
+    def handover(self) -> Handover:
+        return self._handed if self._handed is not None else Handover(listener=self.listener)
+
+    # --- the run's hooks ---
+
+    def _start(self) -> None:
+        set_title("warm parent")
+        self._fork()
+
+    def _turn(self) -> None:
+        timeout = None
+        if self.child == 0 and self._outcome is None:
+            wait = self.backoff.until - self.clock()
+            if wait <= 0:
+                self._fork()
+            else:
+                timeout = wait
+        self._step(timeout)
+
+    def _step(self, timeout: float | None) -> None:
+        for key, _ in self._selector.select(timeout):
+            if key.data == "wake":
+                self._handle_events()
+            elif key.data == "child":
+                self._from_child()
+
+    def _refuse_new_clients(self) -> None:
+        pass  # the child accepts until it stops; the parent closes its copy at the end
+
+    def _drain(self) -> None:
+        """Wait for the serving child to end (it was sent TERM), then KILL it."""
+        self._draining = True
+        grace = self.reload_grace if self._outcome is Outcome.RELOAD else self.shutdown_grace
+        deadline = self.clock() + grace + KILL_AFTER
+        while self.child and self.clock() < deadline:
+            self._step(min(0.1, max(0.0, deadline - self.clock())))
+            if self._outcome is Outcome.FORCED:
+                deadline = min(deadline, self.clock() + KILL_AFTER)
+        if self.child:
+            _logger.warning("the serving process (pid %d) did not stop: killed", self.child)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.child, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.child, 0)
+            self._child_gone()
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self._selector.unregister(self.channel)
+            self.channel.close()
+            self.channel = None
+        self._close_loop()
+        self.listener.close()
+
+    # --- events ---
+
+    def handle_event(self, event: Any) -> None:
+        if event in STOP_SIGNALS:
+            super().handle_event(event)
+            self._signal_child(signal.SIGTERM)
+        elif event == signal.SIGHUP:
+            self._exec_asked = True
+            if not self._signal_child(signal.SIGHUP):
+                self._exec(Handover(listener=self.listener), "SIGHUP")
+        elif event in FORWARDED:
+            if event in self.signal_actions:  # QUIT: the parent's own stacks too
+                self.signal_actions[event]()
+            self._signal_child(event)
+        elif event == signal.SIGCHLD:
+            self._reap()
+
+    def _signal_child(self, signum: int) -> bool:
+        if not self.child:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.child, signum)
+        return True
+
+    def _from_child(self) -> None:
+        assert self.channel is not None
+        received = self.channel.receive()
+        if received is None:  # the child is gone: reaping tells how
+            self._selector.unregister(self.channel)
+            return
+        message, fds = received
+        try:
+            if message.get("kind") == "ready":
+                self._child_ready(message)
+            elif message.get("kind") == "handback":
+                self._hand_back(message, fds)
+                fds = []
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _child_ready(self, message: Mapping[str, Any]) -> None:
+        self.ready = True
+        self.backoff.started()
+        self._preload(message)
+
+    def _preload(self, message: Mapping[str, Any]) -> None:
+        try:
+            preload(message["modules"], message["roots"], message["path"], self.preloaded)
+        except Exception:  # the children load what is missing themselves
+            _logger.exception("preloading failed")
+
+    def _hand_back(self, message: Mapping[str, Any], fds: list[int]) -> None:
+        """The serving child drained and handed its connections back: fork the next one,
+        or exec."""
+        try:
+            handed = Handover.from_record(message["record"], fds, self.listener)
+        except (ValueError, TypeError, KeyError, IndexError, OSError) as error:
+            _logger.error("the serving process's hand-over is malformed (%s)", error)
+            handed = Handover(listener=self.listener)
+        self._preload(message)
+        reason = self._exec_reason(handed)
+        if reason:
+            self._exec(handed, reason)
+        else:
+            self._next = handed
+
+    def _exec_reason(self, handed: Handover) -> str:
+        """Why this reload needs a fresh image ("" when a fork will do)."""
+        paths = handed.reload.paths if handed.reload is not None else frozenset()
+        if self._exec_asked:
+            return "SIGHUP"
+        if self.preloaded.broken:
+            return self.preloaded.broken
+        if held := sorted(paths & (self.preloaded.files | self.exec_files)):
+            return f"{held[0]} is loaded by the warm parent"
+        return ""
+
+    def _exec(self, handed: Handover, reason: str) -> None:
+        _logger.info("reloading with a fresh process image: %s", reason)
+        self._handed = handed
+        self._outcome = Outcome.RELOAD
+
+    # --- the serving child ---
+
+    def _fork(self) -> None:
+        handed, self._next = self._next or Handover(listener=self.listener), None
+        handed.listener = self.listener
+        parent_end, child_end = Channel.pair()
+        # Blocked until the child's own handlers are in (the parent's would swallow them).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as error:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            parent_end.close()
+            child_end.close()
+            self._exec(handed, f"fork failed ({error.strerror})")
+            return
+        if pid == 0:
+            parent_end.close()
+            self._run_child(handed, child_end)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        child_end.close()
+        for sock, _received in handed.connections:  # the child has them now
+            sock.close()
+        self.child, self.channel, self.ready = pid, parent_end, False
+        self._selector.register(parent_end, selectors.EVENT_READ, "child")
+        self._generations += 1
+
+    def _run_child(self, handed: Handover, channel: Channel) -> None:
+        """In the forked child: its own signals, a watch on the parent, then serve."""
+        code = 1
+        try:
+            self._close_loop()  # the parent's loop is not this process's
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # CTRL-C: the parent stops us
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, _interrupt)  # while loading; the server's next
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGCHLD})
+            set_title(f"serving [{os.getpid()}]")
+            watch_parent(channel)
+            code = self.serve(handed, channel)
+        except KeyboardInterrupt:
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        except DevserveError as error:  # the app cannot be served: one line, as the CLI says
+            code = report(error)
+        except BaseException:
+            _logger.exception("the serving process failed")
+        finally:
+            exit_now(code)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.child:
+                self._child_ended(os.waitstatus_to_exitcode(status))
+
+    def _child_ended(self, code: int) -> None:
+        pid, ready, handed_back = self.child, self.ready, self._next is not None
+        self._child_gone()
+        if handed_back or self._outcome is not None:
+            return  # it handed over (the next is forked in the loop), or we are stopping
+        if not ready and self._generations == 1:
+            _logger.error("the serving process ended while loading (%s)", describe_exit(code))
+            self.first_code = code if code > 0 else 1
+            self._outcome = Outcome.STOP
+            return
+        delay = 0.0 if ready else self.backoff.failed()
+        _logger.error(
+            "the serving process (pid %d) ended (%s): starting another%s",
+            pid,
+            describe_exit(code),
+            f" in {delay:g} s" if delay else "",
+        )
+
+    def _child_gone(self) -> None:
+        if self.channel is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(self.channel)
+            self.channel.close()
+        self.child, self.channel, self.ready = 0, None, False
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def watch_parent(channel: Channel) -> None:
+    """In a serving child: TERM itself once the parent is gone (the channel's end-of-file),
+    so no child outlives devserve."""
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            while channel.sock.recv(1):
+                pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="devserve.warm.parent", daemon=True).start()
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave the child at once (nothing of the parent's may run at exit), the log flushed."""
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def report_ready(channel: Channel, inherited: set[str], roots: list[str]) -> None:
+    """From a serving child that loaded the app: the modules it imported from outside the
+    project since the fork (``inherited``: those it had then), for the parent to preload."""
+    modules = imported_since(inherited, ProjectGuard(roots))
+    try:
+        channel.send({"kind": "ready", "modules": modules, "roots": roots, "path": sys.path})
+    except OSError:  # the parent is gone: the child stops on its own
+        _logger.debug("the warm parent is gone")
+
+
+def hand_back(
+    channel: Channel, handed: Handover, inherited: set[str], roots: list[str]
+) -> NoReturn:
+    """From a serving child that drained for a reload: its hand-over goes to the parent,
+    which forks the next child (or execs); the child leaves at once, its connections
+    untouched (closing them here could end them for the next child too)."""
+    if handed.reload is not None:
+        handed.reload = dataclasses.replace(handed.reload, exec_at=time.monotonic(), kind="warm")
+    modules = imported_since(inherited, ProjectGuard(roots))
+    fds, record = handed.to_record()
+    message = {"kind": "handback", "record": record, "modules": modules, "roots": roots}
+    with contextlib.suppress(OSError):  # the parent is gone: nothing to hand back to
+        channel.send({**message, "path": sys.path}, fds)
+    exit_now(0)
