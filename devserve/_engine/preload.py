@@ -118,7 +118,7 @@ def preload(
         done.broken = "preloading started a thread (a fork would copy it half-way)"
     done.files = done.module_files()
     _logger.info(
-        "preloaded %d modules in %.0f ms (%d skipped)",
+        "warm parent: %d modules imported ahead in %.0f ms (%d skipped)",
         len(todo) - failed,
         (time.monotonic() - started) * 1000,
         failed,

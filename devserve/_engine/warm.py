@@ -341,8 +341,9 @@ class WarmParent(ControlLoop):
         self._child_gone()
         if handed_back or self._outcome is not None:
             return  # it handed over (the next is forked in the loop), or we are stopping
-        if not ready and self._generations == 1:
-            _logger.error("the serving process ended while loading (%s)", describe_exit(code))
+        if not ready and self._generations == 1:  # it said why (an exit code of ours)
+            if code <= 0:
+                _logger.error("the serving process ended while loading (%s)", describe_exit(code))
             self.first_code = code if code > 0 else 1
             self._outcome = Outcome.STOP
             return
