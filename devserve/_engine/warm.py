@@ -164,6 +164,10 @@ class WarmParent(ControlLoop):
             elif key.data == "child":
                 self._from_child()
 
+    def _log_stopping(self) -> None:
+        if self.first_code is None:  # else the child said why already
+            super()._log_stopping()
+
     def _refuse_new_clients(self) -> None:
         pass  # the child accepts until it stops; the parent closes its copy at the end
 
