@@ -256,6 +256,7 @@ class WarmParent(ControlLoop):
         except (ValueError, TypeError, KeyError, IndexError, OSError) as error:
             _logger.error("the serving process's hand-over is malformed (%s)", error)
             handed = Handover(listener=self.listener)
+        self._child_gone()  # it leaves on its own: the next one starts now, not at its exit
         self._preload(message)
         reason = self._exec_reason(handed)
         if reason:
@@ -341,10 +342,11 @@ class WarmParent(ControlLoop):
                 self._child_ended(os.waitstatus_to_exitcode(status))
 
     def _child_ended(self, code: int) -> None:
-        pid, ready, handed_back = self.child, self.ready, self._next is not None
+        """The serving child ended without handing back (one that did is not waited for)."""
+        pid, ready = self.child, self.ready
         self._child_gone()
-        if handed_back or self._outcome is not None:
-            return  # it handed over (the next is forked in the loop), or we are stopping
+        if self._outcome is not None:
+            return  # we are stopping
         if not ready and self._generations == 1:  # it said why (an exit code of ours)
             if code <= 0:
                 _logger.error("the serving process ended while loading (%s)", describe_exit(code))
