@@ -88,7 +88,8 @@ class ReloadWatch:
             for folder in self.settings.addons_path
             if not os.access(folder, os.R_OK | os.X_OK)
         ]
-        files = [*self.files, *named, *unreadable, *project.config_files(outside)]
+        own = [self.settings.config] if self.settings.config else []  # devserve's settings
+        files = [*self.files, *named, *unreadable, *own, *project.config_files(outside)]
         return list(dict.fromkeys(files))
 
     # --- lifecycle ---

@@ -3,7 +3,8 @@ and ``benchmarks/frameworks.py``.
 
 * :func:`django_project`: ``django-admin startproject mysite`` and ``manage.py startapp shop``
   (the app beside the settings package, as Django's tutorial lays it out), with views, an
-  app template extending a project-level one, the admin, and a package ``extras`` imported
+  API view of Django REST framework (``/api``), an app template extending a project-level
+  one, the admin, and a package ``extras`` imported
   only when a request asks for it;
 * :func:`flask_project`: a factory package, ``flaskr`` (as Flask's tutorial), with a
   blueprint, Jinja templates and a static folder;
@@ -24,6 +25,8 @@ from pathlib import Path
 DJANGO_VIEWS = """\
 from django.http import HttpResponse
 from django.shortcuts import render
+from rest_framework.decorators import api_view
+from rest_framework.response import Response
 
 VERSION = "v0"
 
@@ -38,6 +41,11 @@ def page(request):
 
 def boom(request):
     raise ValueError("boom from shop")
+
+
+@api_view(["GET"])
+def api(request):
+    return Response({"version": VERSION})
 
 
 def lazy(request):
@@ -58,6 +66,7 @@ urlpatterns = [
     path("page", views.page),
     path("boom", views.boom),
     path("lazy", views.lazy),
+    path("api", views.api),
 ]
 """
 
@@ -77,7 +86,8 @@ def django_project(dest: Path) -> Path:
     settings = dest / "mysite" / "settings.py"
     text = settings.read_text(encoding="utf-8")
     text = text.replace(
-        "'django.contrib.staticfiles',", "'django.contrib.staticfiles',\n    'shop',"
+        "'django.contrib.staticfiles',",
+        "'django.contrib.staticfiles',\n    'rest_framework',\n    'shop',",
     )
     text = text.replace("'DIRS': [],", "'DIRS': [BASE_DIR / 'templates'],")
     assert "'shop'," in text and "BASE_DIR / 'templates'" in text, "startproject changed"
