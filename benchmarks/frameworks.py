@@ -1,11 +1,17 @@
 """Real projects: devserve against the frameworks' own dev servers, side by side in one run.
 
 On a stock Django project (``django-admin startproject mysite`` with an app ``shop`` beside
-the settings package) and on a Flask factory package (``flaskr``, as Flask's tutorial), both
-built by ``tests/projects.py`` in a temporary folder, each server gets its own copy of the
-project and is started the way its documentation says, on 127.0.0.1:
+the settings package, using the admin and Django REST framework) and on a Flask factory
+package (``flaskr``, as Flask's tutorial), both built by ``tests/projects.py`` in a
+temporary folder, each server gets its own copy of the project and is started the way its
+documentation says, on 127.0.0.1:
 
 * django/devserve: ``python -m devserve -p PORT --dev reload,werkzeug mysite.wsgi:application``
+  (warm reloads, the default)
+* django/devserve-exec: the same with ``--reload-mode exec``
+* django/gunicorn: ``python -m gunicorn --reload -w 1 -b 127.0.0.1:PORT mysite.wsgi:application``
+* django/uvicorn: ``python -m uvicorn --interface wsgi --reload --port PORT`` with the same
+  target
 * django/runserver: ``python manage.py runserver 127.0.0.1:PORT``
 * flask/devserve: ``python -m devserve -p PORT --dev reload,werkzeug 'flaskr:create_app()'``
 * flask/flask-run: ``python -m flask --app 'flaskr:create_app()' run --debug -p PORT``
@@ -70,13 +76,32 @@ class Server:
 
     @property
     def is_devserve(self) -> bool:
-        return self.name.endswith("/devserve")
+        return self.name.endswith("/devserve")  # warm reloads (devserve-exec: a peer here)
 
 
 def devserve(target: str) -> Callable[[int], list[str]]:
     return lambda port: [
         sys.executable,
         *("-m", "devserve", "-p", str(port), "--dev", "reload,werkzeug", target),
+    ]
+
+
+def devserve_exec(target: str) -> Callable[[int], list[str]]:
+    return lambda port: [*devserve(target)(port)[:-1], "--reload-mode", "exec", target]
+
+
+def gunicorn(target: str) -> Callable[[int], list[str]]:
+    return lambda port: [
+        sys.executable,
+        *("-m", "gunicorn", "--reload", "-w", "1", "-b", f"{HOST}:{port}", target),
+    ]
+
+
+def uvicorn(target: str) -> Callable[[int], list[str]]:
+    return lambda port: [
+        sys.executable,
+        *("-m", "uvicorn", "--interface", "wsgi", "--reload"),
+        *("--host", HOST, "--port", str(port), target),
     ]
 
 
@@ -96,13 +121,24 @@ SERVERS = {
     server.name: server
     for server in (
         Server("django/devserve", "django", devserve("mysite.wsgi:application")),
+        Server("django/devserve-exec", "django", devserve_exec("mysite.wsgi:application")),
+        Server("django/gunicorn", "django", gunicorn("mysite.wsgi:application")),
+        Server("django/uvicorn", "django", uvicorn("mysite.wsgi:application")),
         Server("django/runserver", "django", runserver),
         Server("flask/devserve", "flask", devserve("flaskr:create_app()")),
         Server("flask/flask-run", "flask", flask_run, hide_watchdog=True),
         Server("flask/flask-run-watchdog", "flask", flask_run),
     )
 }
-DEFAULT_SERVERS = ("django/devserve", "django/runserver", "flask/devserve", "flask/flask-run")
+DEFAULT_SERVERS = (
+    "django/devserve",
+    "django/devserve-exec",
+    "django/gunicorn",
+    "django/uvicorn",
+    "django/runserver",
+    "flask/devserve",
+    "flask/flask-run",
+)
 # What each edit rewrites, relative to the project folder.
 VIEWS = {"django": "shop/views.py", "flask": "flaskr/views.py"}
 TEMPLATE = {"django": "shop/templates/shop/page.html", "flask": "flaskr/templates/page.html"}
