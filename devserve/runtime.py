@@ -138,22 +138,25 @@ def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bo
     pidfile.write()
     try:
         if _reloads_warm(settings, given, evented):
-            return _run_warm_parent(settings, handover, pidfile, post_mortem)
+            return _run_warm_parent(settings, handover, pidfile, post_mortem, evented)
         return _run_server(settings, given, handover, pidfile, post_mortem, evented)
     finally:
         pidfile.remove()
 
 
 def _reloads_warm(settings: config.Settings, given: WSGIApplication | None, evented: bool) -> bool:
-    """Warm reloads: with --dev reload in threaded mode, unless asked otherwise, serving a
-    target (an app object handed to devserve.run() lives in this process), and not under
-    an IDE's debugger (it follows an exec, not a fork)."""
+    """Warm reloads: with --dev reload in threaded and gevent modes, unless asked otherwise,
+    serving a target (an app object handed to devserve.run() lives in this process), not
+    as a prefork master's evented child (its master reloads it), and not under an IDE's
+    debugger (it follows an exec, not a fork)."""
+    from devserve._engine.evented_child import PARENT_ENV
+
     return (
         settings.reload
         and settings.reload_mode == "warm"
         and not settings.workers
-        and not evented
         and given is None
+        and not (evented and PARENT_ENV in os.environ)
         and not _debugger_attached()
     )
 
@@ -163,6 +166,7 @@ def _run_warm_parent(
     handover: reloader.Handover,
     pidfile: servers.Pidfile,
     post_mortem: str | None,
+    evented: bool = False,
 ) -> int:
     """The warm parent: the listen socket and the signals, a serving child forked per code
     generation (each runs :func:`_run_server`), an exec when a reload needs a fresh image."""
@@ -176,7 +180,7 @@ def _run_warm_parent(
         debug.check_socket_safety(sock, settings.debugger_allow_remote)
 
     def serve_child(handed: reloader.Handover, channel: warm.Channel) -> int:
-        return _run_server(settings, None, handed, pidfile, post_mortem, False, parent=channel)
+        return _run_server(settings, None, handed, pidfile, post_mortem, evented, parent=channel)
 
     config_file = {os.path.abspath(settings.config)} if settings.config else set()
     parent = warm.WarmParent(
@@ -301,32 +305,23 @@ def _evented_child(
     given: WSGIApplication | None,
     handed: reloader.HandedChildren | None,
 ) -> EventedChild | None:
-    """With ``--workers`` and ``--gevent-port``: the prefork master's evented child, on a
-    socket bound once (or kept from the previous image). Without: the previous image's
-    child, if any, is stopped."""
-    sock, previous = (handed.sock, list(handed.pids)) if handed else (None, [])
-    if settings.gevent_port is None or not settings.workers:
-        if sock is not None:  # --gevent-port (or --workers) was dropped: the child goes
-            for pid in previous:
-                os.kill(pid, signal.SIGTERM)
-            sock.close()
-        return None
-    if given is not None:
-        raise ConfigError(
-            "--gevent-port needs a target the evented child can load itself: an addons "
-            "folder or module:attribute, not an app object handed to devserve.run()"
-        )
-    from devserve._engine import evented_child, gevent
+    """With ``--workers`` and ``--gevent-port``: the prefork master's evented child (see
+    :func:`evented_child.from_settings`); refused for an app object, or without gevent."""
+    from devserve._engine import evented_child
 
-    if not gevent.available():
-        raise ConfigError(
-            f"--gevent-port needs gevent, which is not installed: {gevent.INSTALL_HINT}"
-        )
-    if sock is None:
-        sock = servers.bind_socket(settings.http_interface, settings.gevent_port)
-    port = sock.getsockname()[1]
-    environment = evented_child.child_environment(settings, port)
-    return evented_child.EventedChild(sock, environment, previous, port)
+    if settings.gevent_port is not None and settings.workers:
+        from devserve._engine import gevent
+
+        if given is not None:
+            raise ConfigError(
+                "--gevent-port needs a target the evented child can load itself: an addons "
+                "folder or module:attribute, not an app object handed to devserve.run()"
+            )
+        if not gevent.available():
+            raise ConfigError(
+                f"--gevent-port needs gevent, which is not installed: {gevent.INSTALL_HINT}"
+            )
+    return evented_child.from_settings(settings, handed)
 
 
 def _evented_child_socket(evented: bool) -> socket.socket | None:
@@ -413,7 +408,7 @@ def _run_server(
         if parent is not None:
             from devserve._engine import warm
 
-            warm.report_ready(parent, inherited, watch.roots())
+            warm.report_ready(parent, inherited, watch.roots, server.served_first)
         if not is_evented_child:  # its master watches, and reports what the framework says
             watch.start_in_background(server.notify, after=server.served_first)
             frameworks.report_started(integration, server.served_first, not settings.workers)

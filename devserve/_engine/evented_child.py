@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -22,7 +23,14 @@ from devserve import config, values
 from devserve._engine.children import Backoff, Processes, describe_exit
 from devserve.reloader import HandedChildren
 
-__all__ = ["CHILD_FD", "PARENT_ENV", "SOCKET_ENV", "EventedChild", "child_environment"]
+__all__ = [
+    "CHILD_FD",
+    "PARENT_ENV",
+    "SOCKET_ENV",
+    "EventedChild",
+    "child_environment",
+    "from_settings",
+]
 
 _logger = logging.getLogger("devserve.evented")
 
@@ -30,6 +38,25 @@ PARENT_ENV = "DEVSERVE_GEVENT_PARENT"  # in the evented child: the prefork maste
 SOCKET_ENV = "DEVSERVE_GEVENT_FD"  # in the evented child: the listen socket the master passes
 CHILD_FD = 3
 STARTED_AFTER = 5.0  # a child alive this long has started; dying later is not a boot failure
+
+
+def from_settings(settings: config.Settings, handed: HandedChildren | None) -> EventedChild | None:
+    """With ``--workers`` and ``--gevent-port``: the evented child, on a socket bound once
+    (or kept from the previous image). Without: the previous image's child, if any, is
+    stopped."""
+    from devserve.servers import bind_socket
+
+    sock, previous = (handed.sock, list(handed.pids)) if handed else (None, [])
+    if settings.gevent_port is None or not settings.workers:
+        if sock is not None:  # --gevent-port (or --workers) was dropped: the child goes
+            for pid in previous:
+                os.kill(pid, signal.SIGTERM)
+            sock.close()
+        return None
+    if sock is None:
+        sock = bind_socket(settings.http_interface, settings.gevent_port)
+    port = sock.getsockname()[1]
+    return EventedChild(sock, child_environment(settings, port), previous, port)
 
 
 def child_environment(settings: config.Settings, port: int) -> dict[str, str]:

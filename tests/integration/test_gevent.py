@@ -147,10 +147,13 @@ def test_usr1_reports_caches_in_gevent_mode(devserve: StartDevserve) -> None:
     server.wait_for_log(r"cacheapp\.square")
 
 
+@pytest.mark.parametrize("mode", ["warm", "exec"])
 def test_reload_keeps_the_socket_and_finishes_in_flight_requests(
-    devserve: StartDevserve, app_dir: Path, background: list[threading.Thread]
+    devserve: StartDevserve, app_dir: Path, background: list[threading.Thread], mode: str
 ) -> None:
-    server = devserve("gevent", "-p", "0", "--dev", "reload", "geventapp:app", cwd=app_dir)
+    server = devserve(
+        "gevent", "-p", "0", "--dev", "reload", "--reload-mode", mode, "geventapp:app", cwd=app_dir
+    )
     wait_watching(server)
     slow: list[tuple[int, bytes]] = []
     start_in_background(
@@ -190,7 +193,12 @@ def test_reload_keeps_the_socket_and_finishes_in_flight_requests(
     assert kept.sock.getsockname() == local  # the same connection, served by a new image
     kept.close()
     assert failures == []
-    assert stats(server.host, server.port)["pid"] == server.pid  # in place
+    serving = stats(server.host, server.port)["pid"]
+    if mode == "exec":
+        assert serving == server.pid  # in place
+    else:  # a child of the warm parent, the process the user started
+        assert psutil.Process(serving).ppid() == server.pid
+        assert "reloaded in" in server.log and "(warm): geventapp.py" in server.log
     assert stats(server.host, server.port)["patched"] is True  # the new image patched too
 
 
