@@ -367,7 +367,7 @@ def _run_server(
     watch = watching.ReloadWatch(
         settings,
         broken_files,
-        since=load_started,
+        since=watching.changes_since(load_started, reloaded),
         given=given,
         integration=integration,
         in_process=not settings.workers,  # prefork: the workers serve

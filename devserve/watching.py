@@ -15,6 +15,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,19 @@ _logger = logging.getLogger(__name__)
 
 WATCHER_DELAY = 0.25  # the watcher sets up after the first request, or after this long
 IMPORTS_EVERY = 1.0  # seconds between two looks for modules imported since
+
+
+def changes_since(load_started: float, reloaded: reloader.Reload | None) -> float:
+    """From when (``time.time()``) the files changed count as changes this image must
+    catch up on (made before its watches existed). At a first start: since its load began
+    (the watcher allows 20 ms for the kernel's coarse file times). After a reload: since the
+    previous image decided it, less 5 ms; the edit it reloaded for was written at least the
+    settle time (10 ms) before that, so a fast (warm) reload does not see it again, and a
+    file written after the previous image stopped watching is stamped later."""
+    if reloaded is None:
+        return load_started
+    decided = time.time() - (time.monotonic() - reloaded.decided)
+    return decided + 0.015  # the watcher takes 20 ms off
 
 
 class ReloadWatch:

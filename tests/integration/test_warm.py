@@ -18,6 +18,7 @@ from tests import projects
 from tests.integration.conftest import StartDevserve
 from tests.integration.harness import (
     DevserveProcess,
+    count_reloads,
     happens_within,
     wait_reloads,
     wait_until,
@@ -224,3 +225,17 @@ def test_django_with_rest_framework_reloads_warm(devserve: StartDevserve, tmp_pa
         wait_reloads(server, number)
         assert f'"version":"v{number}"' in server.request("/api").text
     assert len(re.findall(r"reloaded in \d+ ms \(warm\): shop/views\.py", server.log)) == 2
+
+
+def test_each_edit_is_one_reload_however_fast_the_reload(
+    devserve: StartDevserve, addons: Path
+) -> None:
+    """A warm reload is done within the watcher's allowance for coarse file times: the new
+    child must not take the edit it was forked for as a change made while it started."""
+    server = start_warm(devserve, addons)
+    for number in range(2, 7):
+        set_version(addons / "demo", f"v{number}")
+        wait_until(lambda n=number: version_of(server) == f"v{n}", 10, f"v{number} served")
+        wait_watching(server, images=number)  # the new child watches: it would report now
+    assert not happens_within(lambda: count_reloads(server) > 5, 1.0), server.log
+    assert count_reloads(server) == 5
