@@ -37,8 +37,9 @@ Run with the Python of a virtualenv with devserve and its test extra::
     pip install -e '.[test]'
     python benchmarks/frameworks.py [--edits 8] [--servers django/devserve,django/runserver]
 
-Prints a table and the ratios devserve / peer of the views-edit p50. Exits 0 whatever the
-figures; 1 when devserve could not be measured.
+Prints a table (with the resident memory of each process after the edits: devserve's warm
+parent, then its serving child) and the ratios devserve / peer of the views-edit p50. Exits 0
+whatever the figures; 1 when devserve could not be measured.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil  # a dependency of devserve
 from processes import HOST, free_port, spawn, stop
 from reload import percentile
 
@@ -150,6 +152,9 @@ class Result:
     views: list[float | None] = dataclasses.field(default_factory=list)  # None: missed
     templates: list[float | None] = dataclasses.field(default_factory=list)
     error: str = ""
+    # Resident memory after the edits, MiB: the process started and each process under it
+    # (devserve warm: the warm parent, then its serving child).
+    rss: list[float] = dataclasses.field(default_factory=list)
 
 
 def served(port: int, path: str, text: str) -> bool:
@@ -216,9 +221,20 @@ def measure(server: Server, built: Path, scratch: Path, edits: int) -> Result:
                 edit = functools.partial(projects.set_template, template, content)
                 result.templates.append(timed_edit(port, edit, "/page", content))
                 time.sleep(EDIT_SPACING)
+            result.rss = resident_mib(process.pid)
         finally:
             stop(process)
     return result
+
+
+def resident_mib(pid: int) -> list[float]:
+    """RSS of ``pid`` and of every process under it, in MiB."""
+    try:
+        top = psutil.Process(pid)
+        tree = [top, *top.children(recursive=True)]
+        return [process.memory_info().rss / 2**20 for process in tree]
+    except psutil.Error:
+        return []
 
 
 def ms(value: float | None) -> str:
@@ -233,7 +249,7 @@ def summary(values: list[float | None]) -> tuple[float | None, float | None, int
 def report(results: list[Result]) -> None:
     print(
         f"{'server':<26} {'views p50':>9} {'max':>6} {'missed':>6}   "
-        f"{'template p50':>12} {'max':>6} {'missed':>6}   (ms)"
+        f"{'template p50':>12} {'max':>6} {'missed':>6}   (ms)   RSS MiB, each process"
     )
     for result in results:
         if result.error:
@@ -243,7 +259,8 @@ def report(results: list[Result]) -> None:
         t50, tmax, tmissed = summary(result.templates)
         print(
             f"{result.server.name:<26} {ms(v50):>9} {ms(vmax):>6} {vmissed:>6}   "
-            f"{ms(t50):>12} {ms(tmax):>6} {tmissed:>6}"
+            f"{ms(t50):>12} {ms(tmax):>6} {tmissed:>6}        "
+            + " + ".join(f"{mib:.0f}" for mib in result.rss)
         )
     print()
     for result in results:

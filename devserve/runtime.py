@@ -145,16 +145,15 @@ def _serve(settings: config.Settings, given: WSGIApplication | None, evented: bo
 
 
 def _reloads_warm(settings: config.Settings, given: WSGIApplication | None, evented: bool) -> bool:
-    """Warm reloads: with --dev reload in threaded and gevent modes, unless asked otherwise,
-    serving a target (an app object handed to devserve.run() lives in this process), not
-    as a prefork master's evented child (its master reloads it), and not under an IDE's
-    debugger (it follows an exec, not a fork)."""
+    """Warm reloads: with --dev reload, unless asked otherwise, serving a target (an app
+    object handed to devserve.run() lives in this process), not with --gevent-port nor as
+    the evented child, and not under an IDE's debugger (it follows an exec, not a fork)."""
     from devserve._engine.evented_child import PARENT_ENV
 
     return (
         settings.reload
         and settings.reload_mode == "warm"
-        and not settings.workers
+        and not (settings.workers and settings.gevent_port is not None)
         and given is None
         and not (evented and PARENT_ENV in os.environ)
         and not _debugger_attached()
@@ -296,6 +295,7 @@ def _make_server(
         report_roots=project.roots(settings, given),
         companions=companions,
         on_imported=on_imported,
+        adopter=os.getppid() if parent is not None else None,
         **common,
     )
 

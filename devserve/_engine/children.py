@@ -57,9 +57,11 @@ def set_title(title: str) -> None:
         setproctitle.setproctitle(f"devserve: {title}")
 
 
-def orphaned(master: int) -> bool:
-    """Whether the master that started this child is gone (the child was re-parented)."""
-    return os.getppid() != master
+def orphaned(master: int, adopter: int | None = None) -> bool:
+    """Whether the master that started this child is gone (the child was re-parented), to
+    anyone but ``adopter`` (the warm parent above a prefork master: the old master's
+    workers become its children and serve on until the next master retires them)."""
+    return os.getppid() not in (master, adopter)
 
 
 class ChildBody(Protocol):

@@ -72,6 +72,9 @@ class Worker:
     retiring: bool = False  # sent TERM: it ends after its request
     quit_at: float = 0.0  # past the real-time limit: when QUIT was sent (KILL follows)
     gone: bool = False  # reaped: its heartbeat pipe is closed
+    # Not this master's child (a warm reload's previous master started it): never reaped
+    # here, its end is its heartbeat pipe's end of file.
+    foreign: bool = False
     unread: bytes = b""  # the start of a message whose end has not come yet
 
     def describe(self) -> str:
@@ -104,6 +107,7 @@ class PreforkServer(ControlLoop):
         report_roots: Iterable[str] = (),
         companions: Sequence[Companion] = (),
         on_imported: Callable[[list[str]], None] | None = None,
+        adopter: int | None = None,
         processes: Processes | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -120,6 +124,9 @@ class PreforkServer(ControlLoop):
         # Told the folders of modules a worker imported on a request (workers report them
         # only when it is set).
         self.on_imported = on_imported
+        # A warm parent above this master: the workers' parent once the master is gone
+        # (a warm reload), and so the previous master's workers are not our children.
+        self.adopter = adopter
         self.target = workers
         self.limits = limits
         self.companions = list(companions)
@@ -134,6 +141,7 @@ class PreforkServer(ControlLoop):
         self._pipes: set[int] = set()  # the workers' heartbeat pipes: no child keeps them
         self._master_pid = os.getpid()
         for worker in adopted:
+            worker.foreign = adopter is not None
             # The new code failed to load: the old workers go on serving the old code.
             (self.workers if keep_adopted else self.old)[worker.pid] = worker
             self._watch_heartbeat(worker)
@@ -202,8 +210,12 @@ class PreforkServer(ControlLoop):
             data = os.read(worker.heartbeat, 4096)
         except OSError:
             data = b""
-        if not data:  # the worker is gone: reaping will tell
+        if not data:  # the worker is gone: reaping will tell (a foreign one: this is its end)
             self._selector.unregister(worker.heartbeat)
+            if worker.foreign:
+                self.workers.pop(worker.pid, None)
+                self.old.pop(worker.pid, None)
+                self._gone(worker, 0)
             return
         worker.last_seen = self.clock()
         beats, folders, worker.unread = read_heartbeats(worker.unread + data)
@@ -299,6 +311,7 @@ class PreforkServer(ControlLoop):
             self.max_body,
             self.report_roots,
             follow_imports=self.on_imported is not None,
+            adopter=self.adopter,
         )
         pid = self.processes.fork(body, f"worker #{number}")
         os.close(write_end)

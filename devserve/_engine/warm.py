@@ -1,6 +1,7 @@
 """Warm reload: a parent that keeps the framework imported and forks one serving child per
-code generation (``--reload-mode warm``, the default with ``--dev reload`` in threaded and
-gevent modes).
+code generation (``--reload-mode warm``, the default with ``--dev reload``): the threaded
+or gevent server, or a prefork master (whose workers, when it hands back, become the
+parent's children and serve on until the next master retires them).
 
 The parent is the process the user started (its PID, the pidfile, the signals). It holds
 the listen socket and never runs the app's code. Each serving child, forked from it, loads
@@ -50,7 +51,8 @@ _logger = logging.getLogger("devserve.warm")
 
 PACKET = 65536  # bytes of a message per packet
 FDS_PER_PACKET = 250  # the kernel's limit is 253 descriptors per message
-FORWARDED = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2): orphaned descendants are re-parented to us
 KILL_AFTER = 1.0  # seconds past the grace before a child that does not stop is killed
 DEAD_AFTER_READY = 0  # children dying before ready, in a row, that restart at once
 REPORT_DELAY = 0.25  # a child reports what to preload after a first request, or this long
@@ -146,6 +148,7 @@ class WarmParent(ControlLoop):
 
     def _start(self) -> None:
         set_title("warm parent")
+        become_subreaper()
         self._fork()
 
     def _turn(self) -> None:
@@ -305,6 +308,8 @@ class WarmParent(ControlLoop):
         child_end.close()
         for sock, _received in handed.connections:  # the child has them now
             sock.close()
+        for worker in handed.workers:
+            os.close(worker.heartbeat)
         self.child, self.channel, self.ready = pid, parent_end, False
         self._selector.register(parent_end, selectors.EVENT_READ, "child")
         self._generations += 1
@@ -369,6 +374,18 @@ class WarmParent(ControlLoop):
                 self._selector.unregister(self.channel)
             self.channel.close()
         self.child, self.channel, self.ready = 0, None, False
+
+
+def become_subreaper() -> None:
+    """Prefork under a warm parent: when a serving master hands back and exits, its workers
+    (serving on until the next master retires them) become the parent's children, not
+    init's: their orphan check passes, and the parent reaps them (Linux; elsewhere they
+    see their master gone and stop after their request)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -69,6 +69,7 @@ class WorkerProcess:
         max_body: int = ServerInfo.max_body,
         report_roots: Iterable[str] = (),
         follow_imports: bool = False,
+        adopter: int | None = None,
     ) -> None:
         self.app = app
         self.listener = listener
@@ -76,6 +77,7 @@ class WorkerProcess:
         self.heartbeat = heartbeat
         self.limits = limits
         self.master_pid = master_pid
+        self.adopter = adopter  # who may adopt it when the master goes (the warm parent)
         host, port = listener.getsockname()[:2]
         self.server_info = ServerInfo(
             host, port, multiprocess=True, keep_alive=False, max_body=max_body
@@ -115,7 +117,7 @@ class WorkerProcess:
                 selector.select(self.heartbeat_every)  # idle: wait for one (or a signal)
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_read, 4096)
-                if orphaned(self.master_pid):
+                if orphaned(self.master_pid, self.adopter):
                     _logger.warning("worker #%d: the master is gone; exiting", self.number)
                     break
                 continue

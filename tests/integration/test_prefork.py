@@ -50,12 +50,15 @@ def title(pid: int) -> str:
 
 
 def children(server: DevserveProcess) -> dict[int, str]:
-    """The master's child processes and their titles ("" for one that ended, not reaped yet)."""
+    """The processes under the one started, and their titles ("" for one that ended, not
+    reaped yet): the master's children, or with warm reloads the warm parent's master's
+    (and the previous master's workers, which the warm parent adopted)."""
     try:
-        found = psutil.Process(server.pid).children()
+        found = psutil.Process(server.pid).children(recursive=True)
     except psutil.Error:
         return {}
-    return {child.pid: title(child.pid) for child in found}
+    titles = {child.pid: title(child.pid) for child in found}
+    return {pid: name for pid, name in titles.items() if name != "devserve: master"}
 
 
 def workers(server: DevserveProcess, found: dict[int, str] | None = None) -> dict[int, int]:
@@ -507,14 +510,19 @@ def version_and_pid(server: DevserveProcess) -> tuple[str, int]:
     return version, int(pid)
 
 
-def test_broken_code_keeps_the_old_workers(devserve: StartDevserve, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["warm", "exec"])
+def test_broken_code_keeps_the_old_workers(
+    devserve: StartDevserve, tmp_path: Path, mode: str
+) -> None:
     package = tmp_path / "site_pkg"
     package.mkdir()
     (package / "__init__.py").write_text("")
     module = package / "wsgi.py"
     module.write_text(WSGI.format(version="one"))
     server = devserve(
-        "-p", "0", "--workers", "2", "--dev", "reload", "site_pkg.wsgi:app", cwd=tmp_path
+        *("-p", "0", "--workers", "2", "--dev", "reload", "--reload-mode", mode),
+        "site_pkg.wsgi:app",
+        cwd=tmp_path,
     )
     server.wait_for_log("watching site_pkg with")
     old = wait_workers(server, 2)

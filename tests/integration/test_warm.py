@@ -6,9 +6,11 @@ are the behaviours only warm mode has."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
+import threading
 from pathlib import Path
 
 import psutil
@@ -239,3 +241,38 @@ def test_each_edit_is_one_reload_however_fast_the_reload(
         wait_watching(server, images=number)  # the new child watches: it would report now
     assert not happens_within(lambda: count_reloads(server) > 5, 1.0), server.log
     assert count_reloads(server) == 5
+
+
+def test_prefork_reloads_warm_and_loses_no_request(devserve: StartDevserve, addons: Path) -> None:
+    """The master is a child of the warm parent: a reload forks a new master, which adopts
+    the old workers (they serve on meanwhile) and retires them once its own are ready."""
+    server = start_warm(devserve, addons, "--workers", "2")
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                response = server.request("/version", timeout=10)
+            except (OSError, http.client.HTTPException) as error:
+                failures.append(repr(error))
+                continue
+            if response.status != 200:
+                failures.append(f"{response.status}: {response.text}")
+
+    clients = [threading.Thread(target=hammer) for _ in range(3)]
+    for client in clients:
+        client.start()
+    try:
+        for number in (2, 3, 4):
+            set_version(addons / "demo", f"v{number}")
+            wait_until(lambda n=number: version_of(server) == f"v{n}", 10, f"v{number} served")
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(15)
+    assert failures == []
+    assert len(re.findall(r"reloaded in \d+ ms \(warm\)", server.log)) == 3, server.log
+    assert "retiring 2 worker(s) of the previous code" in server.log
+    assert "fresh process image" not in server.log
+    assert psutil.Process(server.pid).cmdline()[0] == "devserve: warm parent"
