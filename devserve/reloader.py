@@ -317,6 +317,8 @@ def _adopt_listener(environ: MutableMapping[str, str], pid: int) -> socket.socke
 def _parse(
     record: dict[str, Any], listener: socket.socket, descriptor: Callable[[object], int]
 ) -> Handover:
+    """The record read whole first (every value checked, no descriptor used twice), and
+    only then are descriptors wrapped: a malformed record leaves none half-adopted."""
     reload = None
     if "reload" in record:
         cause, first_seen, decided, exec_at, kind, paths = record["reload"]
@@ -328,24 +330,29 @@ def _parse(
             str(kind),
             frozenset(str(path) for path in paths),
         )
+    connections = [
+        (descriptor(slot), base64.b64decode(received, validate=True))
+        for slot, received in record["connections"]
+    ]
+    workers = [(int(pid), int(number), descriptor(slot)) for pid, number, slot in record["workers"]]
     evented = None
     if "evented" in record:
         slot, pids = record["evented"]
-        evented = HandedChildren(_socket(descriptor(slot)), tuple(int(pid) for pid in pids))
+        evented = (descriptor(slot), tuple(int(pid) for pid in pids))
+    watched = [str(folder) for folder in record["watched"]]
+    failures = int(record["debugger_failures"])
+    used = [fd for fd, _ in connections] + [fd for *_, fd in workers]
+    used += [evented[0]] if evented else []
+    if len(set(used)) != len(used):
+        raise ValueError("a descriptor is handed twice")
     return Handover(
         listener=listener,
         reload=reload,
-        connections=[
-            (_socket(descriptor(slot)), base64.b64decode(received, validate=True))
-            for slot, received in record["connections"]
-        ],
-        workers=[
-            HandedWorker(int(pid), int(number), _pipe(descriptor(slot)))
-            for pid, number, slot in record["workers"]
-        ],
-        evented=evented,
-        watched=[str(folder) for folder in record["watched"]],
-        debugger_failures=int(record["debugger_failures"]),
+        connections=[(_socket(fd), received) for fd, received in connections],
+        workers=[HandedWorker(pid, number, _pipe(fd)) for pid, number, fd in workers],
+        evented=HandedChildren(_socket(evented[0]), evented[1]) if evented else None,
+        watched=watched,
+        debugger_failures=failures,
     )
 
 

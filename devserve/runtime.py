@@ -295,7 +295,7 @@ def _make_server(
         report_roots=project.roots(settings, given),
         companions=companions,
         on_imported=on_imported,
-        adopter=os.getppid() if parent is not None else None,
+        adopter=parent.parent_pid if parent is not None else None,
         **common,
     )
 

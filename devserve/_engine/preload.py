@@ -82,10 +82,9 @@ def imported_since(before: Iterable[str], guard: ProjectGuard) -> list[str]:
     known = set(before)
     names = []
     for name, module in list(sys.modules.items()):
-        if name in known or name in NEVER or module is None:
+        if name in known or name in NEVER or module is None or not isinstance(name, str):
             continue
-        file = vars(module).get("__file__")
-        if guard.covers(file if isinstance(file, str) else None):
+        if guard.covers(_file_of(module)):
             continue
         names.append(name)
     return names

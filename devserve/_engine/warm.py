@@ -30,6 +30,7 @@ import gc
 import json
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
@@ -54,6 +55,7 @@ FDS_PER_PACKET = 250  # the kernel's limit is 253 descriptors per message
 FORWARDED = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2): orphaned descendants are re-parented to us
 KILL_AFTER = 1.0  # seconds past the grace before a child that does not stop is killed
+REST_OF_MESSAGE = 5.0  # seconds the rest of a message may take once its first packet came
 DEAD_AFTER_READY = 0  # children dying before ready, in a row, that restart at once
 REPORT_DELAY = 0.25  # a child reports what to preload after a first request, or this long
 
@@ -65,6 +67,7 @@ class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._sending = threading.Lock()  # a message's packets are never interleaved
+        self.parent_pid = os.getpid()  # in a child: its warm parent's (recorded before the fork)
 
     @classmethod
     def pair(cls) -> tuple[Channel, Channel]:
@@ -85,23 +88,37 @@ class Channel:
                 socket.send_fds(self.sock, [flag + chunk], list(descriptors))
 
     def receive(self) -> tuple[dict[str, Any], list[int]] | None:
-        """The next message and its descriptors; None when the other end is gone."""
+        """The next message and its descriptors; None when the other end is gone. A message
+        cut short (its sender died half-way: the rest never comes within a few seconds) or
+        malformed is dropped: ``({}, [])``, its descriptors closed."""
         data, fds = b"", []
+        received: list[int]
         while True:
-            try:
-                packet, received, _flags, _address = socket.recv_fds(
-                    self.sock, PACKET + 1, FDS_PER_PACKET
-                )
-            except OSError:
-                packet, received = b"", []
+            if data and not select.select([self.sock], [], [], REST_OF_MESSAGE)[0]:
+                packet, received = b"", []  # the sender died half-way through
+            else:
+                try:
+                    packet, received, flags, _address = socket.recv_fds(
+                        self.sock, PACKET + 1, FDS_PER_PACKET
+                    )
+                except OSError:
+                    packet, received, flags = b"", [], 0
+                if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+                    packet = b""
             fds.extend(received)
-            if not packet:
-                for fd in fds:
-                    os.close(fd)
-                return None
+            if not packet or packet[:1] not in (b".", b"+"):
+                _close_all(fds)
+                return ({}, []) if data else None
             data += packet[1:]
             if packet[:1] == b".":
-                return json.loads(data), fds
+                try:
+                    message = json.loads(data)
+                except ValueError:
+                    message = None
+                if not isinstance(message, dict):
+                    _close_all(fds)
+                    return {}, []
+                return message, fds
 
     def close(self) -> None:
         self.sock.close()
@@ -165,7 +182,7 @@ class WarmParent(ControlLoop):
         for key, _ in self._selector.select(timeout):
             if key.data == "wake":
                 self._handle_events()
-            elif key.data == "child":
+            elif key.data == "child" and key.fileobj is self.channel:
                 self._from_child()
 
     def _log_stopping(self) -> None:
@@ -224,25 +241,38 @@ class WarmParent(ControlLoop):
             os.kill(self.child, signum)
         return True
 
-    def _from_child(self) -> None:
-        assert self.channel is not None
+    def _from_child(self) -> bool:
+        """Handle the child's next message; False at the channel's end of file."""
+        if self.channel is None:
+            return False
         received = self.channel.receive()
         if received is None:  # the child is gone: reaping tells how
-            self._selector.unregister(self.channel)
-            return
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(self.channel)
+            return False
         message, fds = received
         try:
             if message.get("kind") == "serving":
                 self.ready = True
                 self.backoff.started()
-            elif message.get("kind") == "ready":
+            elif message.get("kind") == "ready" and self._outcome is None:
                 self._preload(message)
             elif message.get("kind") == "handback":
-                self._hand_back(message, fds)
-                fds = []
+                fds, received_fds = [], fds
+                self._hand_back(message, received_fds)
         finally:
-            for fd in fds:
-                os.close(fd)
+            _close_all(fds)
+        return True
+
+    def _read_pending(self) -> None:
+        """What the child sent before it ended (a hand-back, most of all) is read before
+        the channel goes: a few messages at most (serving, ready, a hand-back)."""
+        for _ in range(8):
+            channel = self.channel
+            if channel is None or not select.select([channel.sock], [], [], 0)[0]:
+                return
+            if not self._from_child():
+                return
 
     def _preload(self, message: Mapping[str, Any]) -> None:
         try:
@@ -255,13 +285,17 @@ class WarmParent(ControlLoop):
 
     def _hand_back(self, message: Mapping[str, Any], fds: list[int]) -> None:
         """The serving child drained and handed its connections back: fork the next one,
-        or exec."""
+        or exec (stopping meanwhile: neither, the connections are closed)."""
         try:
             handed = Handover.from_record(message["record"], fds, self.listener)
         except (ValueError, TypeError, KeyError, IndexError, OSError) as error:
             _logger.error("the serving process's hand-over is malformed (%s)", error)
+            _close_all(fds[1:])  # none was adopted (the parent has one thread: no reuse)
             handed = Handover(listener=self.listener)
         self._child_gone()  # it leaves on its own: the next one starts now, not at its exit
+        if self._outcome is not None:
+            _close_handover(handed)
+            return
         self._preload(message)
         reason = self._exec_reason(handed)
         if reason:
@@ -281,6 +315,9 @@ class WarmParent(ControlLoop):
         return ""
 
     def _exec(self, handed: Handover, reason: str) -> None:
+        if self._outcome is not None:  # a stop asked for meanwhile wins
+            _close_handover(handed)
+            return
         _logger.info("reloading with a fresh process image: %s", reason)
         self._handed = handed
         self._outcome = Outcome.RELOAD
@@ -288,19 +325,25 @@ class WarmParent(ControlLoop):
     # --- the serving child ---
 
     def _fork(self) -> None:
-        handed, self._next = self._next or Handover(listener=self.listener), None
+        handed = self._next or Handover(listener=self.listener)
         handed.listener = self.listener
-        parent_end, child_end = Channel.pair()
         # Blocked until the child's own handlers are in (the parent's would swallow them).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
         try:
-            pid = os.fork()
-        except OSError as error:
+            parent_end, child_end = Channel.pair()
+            try:
+                pid = os.fork()
+            except OSError:
+                parent_end.close()
+                child_end.close()
+                raise
+        except OSError as error:  # kept for the next try, after a back-off
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            parent_end.close()
-            child_end.close()
-            self._exec(handed, f"fork failed ({error.strerror})")
+            self._next = handed
+            delay = self.backoff.failed()
+            _logger.error("cannot start a serving process (%s): trying again in %g s", error, delay)
             return
+        self._next = None
         if pid == 0:
             parent_end.close()
             self._run_child(handed, child_end)
@@ -346,12 +389,15 @@ class WarmParent(ControlLoop):
             if pid == 0:
                 return
             if pid == self.child:
+                self._read_pending()  # a hand-back it sent before it ended comes first
+            if pid == self.child:
                 self._child_ended(os.waitstatus_to_exitcode(status))
 
     def _child_ended(self, code: int) -> None:
         """The serving child ended without handing back (one that did is not waited for)."""
         pid, ready = self.child, self.ready
         self._child_gone()
+        _stop_orphans()
         if self._outcome is not None:
             return  # we are stopping
         if not ready and self._generations == 1:  # it said why (an exit code of ours)
@@ -374,6 +420,31 @@ class WarmParent(ControlLoop):
                 self._selector.unregister(self.channel)
             self.channel.close()
         self.child, self.channel, self.ready = 0, None, False
+
+
+def _stop_orphans() -> None:
+    """The serving child ended without handing back: any other child of ours is a prefork
+    worker it left (adopted by us as a subreaper), which nobody would ever retire. TERM:
+    it finishes its request first."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        for orphan in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):
+                orphan.terminate()
+
+
+def _close_all(fds: Sequence[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _close_handover(handed: Handover) -> None:
+    """What a hand-over holds that nobody will take (the listen socket is not its own)."""
+    for sock, _received in handed.connections:
+        sock.close()
+    _close_all([worker.heartbeat for worker in handed.workers])
 
 
 def become_subreaper() -> None:
@@ -432,13 +503,12 @@ def report_ready(
 
     def report() -> None:
         after.wait(REPORT_DELAY)
-        folders = roots()
-        modules = imported_since(inherited, ProjectGuard(folders))
-        message = {"kind": "ready", "modules": modules, "roots": folders, "path": sys.path}
         try:
-            channel.send(message)
+            channel.send({"kind": "ready", **_imported(inherited, roots())})
         except OSError:  # the parent is gone: the child stops on its own
             _logger.debug("the warm parent is gone")
+        except Exception:  # the parent preloads nothing more: reloads are slower, not wrong
+            _logger.exception("telling the warm parent what to preload failed")
 
     threading.Thread(target=report, name="devserve.warm.ready", daemon=True).start()
 
@@ -451,9 +521,20 @@ def hand_back(
     untouched (closing them here could end them for the next child too)."""
     if handed.reload is not None:
         handed.reload = dataclasses.replace(handed.reload, exec_at=time.monotonic(), kind="warm")
-    modules = imported_since(inherited, ProjectGuard(roots))
+    try:
+        imported = _imported(inherited, roots)
+    except Exception:  # the hand-over matters more than what to preload
+        _logger.exception("listing what the warm parent may preload failed")
+        imported = {"modules": [], "roots": roots, "path": []}
     fds, record = handed.to_record()
-    message = {"kind": "handback", "record": record, "modules": modules, "roots": roots}
     with contextlib.suppress(OSError):  # the parent is gone: nothing to hand back to
-        channel.send({**message, "path": sys.path}, fds)
+        channel.send({"kind": "handback", "record": record, **imported}, fds)
     exit_now(0)
+
+
+def _imported(inherited: set[str], roots: list[str]) -> dict[str, list[str]]:
+    """What a child tells its parent to preload: the modules it imported from outside the
+    project, the project's folders (never preloaded) and the import path."""
+    modules = imported_since(inherited, ProjectGuard(roots))
+    path = [entry for entry in sys.path if isinstance(entry, str)]
+    return {"modules": modules, "roots": list(roots), "path": path}

@@ -39,6 +39,14 @@ def env(tmp_path: Path) -> dict[str, str]:
     return clean_env(home)
 
 
+@pytest.fixture(params=["warm", "exec"])
+def reload_mode(request: pytest.FixtureRequest, env: dict[str, str]) -> str:
+    """A test that uses it runs with both ways of reloading: a fork of the warm parent, and
+    a fresh image of the process (``DEVSERVE_RELOAD_MODE`` for every devserve it starts)."""
+    env["DEVSERVE_RELOAD_MODE"] = request.param
+    return str(request.param)
+
+
 @pytest.fixture
 def devserve(
     request: pytest.FixtureRequest, tmp_path: Path, env: dict[str, str]

@@ -172,6 +172,7 @@ def test_debugger_on_an_adopted_network_socket_is_refused(
     assert "--debugger-allow-remote" in server.log and "Traceback" not in server.log
 
 
+@pytest.mark.usefixtures("reload_mode")
 def test_the_pin_lockout_survives_a_reload(devserve: StartDevserve) -> None:
     server = devserve(
         "-p",
@@ -224,6 +225,7 @@ def app(environ, start_response):
 """
 
 
+@pytest.mark.usefixtures("reload_mode")
 def test_a_page_from_before_a_reload_says_so(devserve: StartDevserve, tmp_path: Path) -> None:
     module = tmp_path / "brokenmod.py"
     module.write_text(BROKEN.format(version=1))

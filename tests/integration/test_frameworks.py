@@ -39,6 +39,11 @@ def assert_debugger_page(server: DevserveProcess, path: str, message: str) -> No
     assert message in page.text
 
 
+# Every test here runs with both ways of reloading (conftest's reload_mode): a Django or
+# Flask project reloads warm by default, and by exec when asked.
+pytestmark = pytest.mark.usefixtures("reload_mode")
+
+
 def serves(server: DevserveProcess, path: str, text: str, timeout: float = 15.0) -> None:
     """Until ``path`` answers 200 with ``text`` in its body."""
 
@@ -224,7 +229,9 @@ def test_django_module_imported_on_a_request_is_watched_and_remembered(
     serves(server, "/lazy", "extras v2")
 
 
-def test_django_static_file_edits_never_reload(devserve: StartDevserve, site: Path) -> None:
+def test_django_static_file_edits_never_reload(
+    devserve: StartDevserve, site: Path, reload_mode: str
+) -> None:
     help_page = site / "shop" / "static" / "shop" / "help.html"
     help_page.parent.mkdir(parents=True)
     write_file(help_page, "<p>help v0</p>")
@@ -235,7 +242,8 @@ def test_django_static_file_edits_never_reload(devserve: StartDevserve, site: Pa
     serves(server, "/static/shop/help.html", "help v1")  # read from disk as it is
     projects.set_version(site / "shop" / "views.py", "v1")  # the next change that reloads
     wait_reloads(server, 1)
-    assert re.search(r"reloaded in \d+ ms \(warm\): shop/views\.py \(", server.log), server.log
+    reloaded = rf"reloaded in \d+ ms \({reload_mode}\): shop/views\.py \("
+    assert re.search(reloaded, server.log), server.log
 
 
 def test_django_project_config_files_reload(devserve: StartDevserve, site: Path) -> None:

@@ -24,6 +24,9 @@ from tests.integration.harness import (
     write_file,
 )
 
+# Every test here runs with both ways of reloading (conftest's reload_mode).
+pytestmark = pytest.mark.usefixtures("reload_mode")
+
 CONTROLLER = """\
 import pathlib
 import time
@@ -77,14 +80,6 @@ def read_to_end(client: Any) -> bytes:
     while chunk := client.recv(4096):
         answer += chunk
     return answer
-
-
-@pytest.fixture(params=["warm", "exec"], autouse=True)
-def reload_mode(request: pytest.FixtureRequest, env: dict[str, str]) -> str:
-    """Every test here runs with both ways of reloading: a fork of the warm parent, and a
-    fresh image of the process."""
-    env["DEVSERVE_RELOAD_MODE"] = request.param
-    return str(request.param)
 
 
 def start_reloading(devserve: StartDevserve, addons: Path, *extra: str) -> DevserveProcess:

@@ -308,3 +308,30 @@ def test_pdb_on_the_terminal_runs_in_the_serving_child(env: dict[str, str]) -> N
         assert statuses == [500]
     finally:
         terminal.close()
+
+
+def test_a_killed_prefork_master_leaves_no_worker_behind(
+    devserve: StartDevserve, addons: Path
+) -> None:
+    """Its workers become the warm parent's children; the parent stops them and forks a
+    new master with new workers: two workers in all, never four serving for good."""
+    server = start_warm(devserve, addons, "--workers", "2")
+    master = serving_child(server)
+    old = {p.pid for p in psutil.Process(master).children()}
+    assert len(old) == 2
+    os.kill(master, signal.SIGKILL)
+
+    def title(process: psutil.Process) -> str:
+        try:
+            return " ".join(process.cmdline())
+        except psutil.Error:  # ended meanwhile (a zombie not reaped yet)
+            return ""
+
+    def replaced() -> bool:
+        everyone = psutil.Process(server.pid).children(recursive=True)
+        workers = {p.pid for p in everyone if "worker" in title(p)}
+        return len(workers) == 2 and not workers & old
+
+    wait_until(replaced, 10, "two new workers and none of the old")
+    assert all(gone(pid) for pid in old)
+    assert version_of(server) == "v1"

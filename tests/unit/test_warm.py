@@ -163,3 +163,48 @@ def test_imported_since_leaves_out_the_project(tree: Path, monkeypatch: pytest.M
     import shopapp  # noqa: F401
 
     assert imported_since(before, ProjectGuard([str(tree)])) == ["goodlib"]
+
+
+def test_a_handover_record_handing_a_descriptor_twice_adopts_none() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        spare, ours = os.dup(listener.fileno()), socket.socketpair()
+        record = {
+            "connections": [[4, ""], [4, ""]],
+            "workers": [],
+            "watched": [],
+            "debugger_failures": 0,
+        }
+        try:
+            with pytest.raises(ValueError, match="handed twice"):
+                Handover.from_record(record, [spare, ours[0].fileno()], listener)
+            ours[0].sendall(b"x")  # still open: nothing wrapped it, nothing closed it
+            assert ours[1].recv(1) == b"x"
+        finally:
+            ours[0].close()
+            ours[1].close()
+
+
+def test_a_message_cut_short_is_dropped_with_its_descriptors(
+    channel: tuple[Channel, Channel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender died after the first packet: the receiver waits a little, then drops the
+    message and closes what came with it (it does not hang for the rest)."""
+    parent, child = channel
+    monkeypatch.setattr("devserve._engine.warm.REST_OF_MESSAGE", 0.1)
+    read, write = os.pipe()
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        socket.send_fds(child.sock, [b'+{"kind": '], [write])
+        assert parent.receive() == ({}, [])
+        assert len(os.listdir("/proc/self/fd")) == before  # the received copy was closed
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_a_malformed_message_is_dropped(channel: tuple[Channel, Channel]) -> None:
+    parent, child = channel
+    socket.send_fds(child.sock, [b".not json"], [])
+    assert parent.receive() == ({}, [])
+    child.send({"kind": "serving"})
+    assert parent.receive() == ({"kind": "serving"}, [])
