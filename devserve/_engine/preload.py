@@ -64,7 +64,9 @@ class Preloaded:
     files of every module it holds (a change to one needs a fresh image)."""
 
     asked: set[str] = field(default_factory=set)
+    imported: int = 0
     failed: int = 0
+    seconds: float = 0.0  # spent importing
     files: frozenset[str] = frozenset()
     broken: str = ""  # why warm reloads are off ("": they are on)
 
@@ -91,38 +93,41 @@ def imported_since(before: Iterable[str], guard: ProjectGuard) -> list[str]:
 
 
 def preload(
-    names: Sequence[str], roots: Sequence[str], path: Sequence[str], done: Preloaded
-) -> None:
+    names: Sequence[str],
+    roots: Sequence[str],
+    path: Sequence[str],
+    done: Preloaded,
+    until: float | None = None,
+) -> list[str]:
     """Import ``names`` (those not asked for before) under the project guard, with ``path``
-    added to ``sys.path`` meanwhile; failures are skipped. ``done`` records the result;
-    ``done.broken`` says why warm reloads must stop (the project leaked in, threads started,
-    the budget ran out)."""
+    added to ``sys.path`` meanwhile, until ``time.monotonic()`` passes ``until`` (None: all
+    of them); failures are skipped. Returns the names left for later. ``done`` records the
+    result; ``done.broken`` says why warm reloads must stop (the project leaked in, threads
+    started, an import took over PRELOAD_BUDGET)."""
     todo = [name for name in names if name not in done.asked and name not in sys.modules]
-    done.asked.update(names)
     if not todo or done.broken:
-        return
+        return []
     guard = ProjectGuard(roots)
     started = time.monotonic()
-    failed = 0
     with _guarded(guard, path), _budget(PRELOAD_BUDGET):
         try:
-            for name in todo:
-                failed += not _import(name)
+            while todo and (until is None or time.monotonic() < until):
+                name = todo.pop(0)
+                done.asked.add(name)
+                if _import(name):
+                    done.imported += 1
+                else:
+                    done.failed += 1
         except TimeoutError:
             done.broken = f"preloading took over {PRELOAD_BUDGET:g} s"
-    done.failed += failed
+    done.seconds += time.monotonic() - started
     leaked = [name for name, module in list(sys.modules.items()) if guard.covers(_file_of(module))]
     if leaked and not done.broken:
         done.broken = f"preloading imported the project's {leaked[0]}"
     if threading.active_count() > 1 and not done.broken:
         done.broken = "preloading started a thread (a fork would copy it half-way)"
     done.files = done.module_files()
-    _logger.info(
-        "warm parent: %d modules imported ahead in %.0f ms (%d skipped)",
-        len(todo) - failed,
-        (time.monotonic() - started) * 1000,
-        failed,
-    )
+    return [] if done.broken else todo
 
 
 def _import(name: str) -> bool:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,8 +117,8 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (library / "goodlib.py").write_text("VALUE = 'library'\n")
     (library / "readsproject.py").write_text("import shopapp\n")  # as Django settings do
     (library / "startsthread.py").write_text(
-        "import threading, time\nthreading.Thread(target=time.sleep, args=(5,), daemon=True)"
-        ".start()\n"
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(0.2,), daemon=True,"
+        " name='started-by-an-import').start()\n"
     )
     before = set(sys.modules)
     monkeypatch.syspath_prepend(str(library))
@@ -154,6 +155,9 @@ def test_a_preload_that_starts_a_thread_turns_warm_reloads_off(tree: Path) -> No
     done = Preloaded()
     preload(["startsthread"], [str(tree)], [], done)
     assert "started a thread" in done.broken
+    for thread in threading.enumerate():  # the next tests count threads too
+        if thread.name == "started-by-an-import":
+            thread.join(5)
 
 
 def test_imported_since_leaves_out_the_project(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,3 +212,13 @@ def test_a_malformed_message_is_dropped(channel: tuple[Channel, Channel]) -> Non
     assert parent.receive() == ({}, [])
     child.send({"kind": "serving"})
     assert parent.receive() == ({"kind": "serving"}, [])
+
+
+def test_preload_stops_at_its_deadline_and_returns_the_rest(tree: Path) -> None:
+    """The warm parent preloads a slice at a time between events: what the deadline left
+    comes back, and is imported by a later call."""
+    done = Preloaded()
+    left = preload(["goodlib", "readsproject"], [str(tree)], [], done, until=0.0)
+    assert left == ["goodlib", "readsproject"] and "goodlib" not in sys.modules
+    assert preload(left, [str(tree)], [str(tree)], done) == []
+    assert "goodlib" in sys.modules and done.imported == 1 and done.failed == 1
