@@ -91,6 +91,11 @@ DATA_DIRS = frozenset({"media", "uploads", "staticfiles", "htmlcov", "build", "d
 # A batch is complete after this long without a new change: the writes of one editor save
 # or one git checkout come microseconds apart, and every millisecond here is reload latency.
 SETTLE_QUIET = 0.01
+# A batch this big is a bulk write (a checkout, a formatter over the tree) under way: it
+# settles only after a longer pause, so a writer the machine stalls for a moment is still
+# one reload (a warm reload is fast enough to start before the rest is written).
+BULK_BATCH = 10
+BULK_QUIET = 0.05
 SETTLE_MAX = 2.0  # ...or this long after its first change, for a writer that never pauses
 
 
@@ -237,7 +242,8 @@ class Debouncer:
         """Seconds until the batch is due (0: now); None without one."""
         if not self._batch:
             return None
-        return max(0.0, min(self._last + self.quiet, self._first + self.max_wait) - now)
+        quiet = max(self.quiet, BULK_QUIET) if len(self._batch) >= BULK_BATCH else self.quiet
+        return max(0.0, min(self._last + quiet, self._first + self.max_wait) - now)
 
     def pump(self) -> bool:
         """Take every path reported so far, and hand the batch on if it is due. False once

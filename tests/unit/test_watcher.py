@@ -443,6 +443,21 @@ def test_a_checkout_of_500_files_is_one_batch(scripted: Callable[..., Any]) -> N
     assert first_seen == 0.0
 
 
+def test_a_bulk_write_that_stalls_for_a_moment_is_still_one_batch(
+    scripted: Callable[..., Any],
+) -> None:
+    """Past BULK_BATCH files, a pause longer than the quiet time (a busy machine stalling
+    the writer) does not cut the batch; a lone edit still settles after the quiet time."""
+    backend, batches = scripted(quiet=0.01)
+    first = [(i * 0.001, f"app/m{i}.py") for i in range(40)]
+    rest = [(0.070 + i * 0.001, f"app/n{i}.py") for i in range(60)]  # after a 30 ms stall
+    backend.replay([*first, *rest], until=1.0)
+    [(paths, _first_seen)] = relative(batches)
+    assert len(paths) == 100
+    backend.replay([(0.0, "shop/views.py")], until=0.015)
+    assert relative(batches[1:], start=501.0) == [(["shop/views.py"], 0.0)]
+
+
 def test_edits_further_apart_than_the_quiet_time_are_separate_batches(
     scripted: Callable[..., Any],
 ) -> None:
