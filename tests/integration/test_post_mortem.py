@@ -58,6 +58,26 @@ class Terminal:
         os.close(self.master)
 
 
+def get_in_background(port: int) -> tuple[threading.Thread, list[int]]:
+    """A GET / on ``port`` in a thread (pdb holds it while the test types), and the list
+    its answer's status goes into."""
+    import http.client
+
+    statuses: list[int] = []
+
+    def get() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request("GET", "/")
+            statuses.append(connection.getresponse().status)
+        finally:
+            connection.close()
+
+    client = threading.Thread(target=get)
+    client.start()
+    return client, statuses
+
+
 @pytest.fixture
 def terminal(env: dict[str, str]) -> Iterator[Terminal]:
     started = Terminal(["-p", "0", "--dev", "pdb", "slowapp:broken_app"], APPS, env)
@@ -103,24 +123,11 @@ def test_pdb_without_a_terminal_is_refused(env: dict[str, str]) -> None:
 
 
 def test_time_limits_stand_aside_while_pdb_holds_a_request(env: dict[str, str]) -> None:
-    import http.client
-
     args = ["-p", "0", "--dev", "pdb", "--limit-time-real", "1", "slowapp:broken_app"]
     terminal = Terminal(args, APPS, env)
     try:
         port = int(terminal.read_until(r"serving on http://127\.0\.0\.1:(\d+)").group(1))
-        statuses: list[int] = []
-
-        def get() -> None:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            try:
-                connection.request("GET", "/")
-                statuses.append(connection.getresponse().status)
-            finally:
-                connection.close()
-
-        client = threading.Thread(target=get)
-        client.start()
+        client, statuses = get_in_background(port)
         terminal.read_until(r"\(Pdb\) ")
         # Three limit checks go by while the developer looks: none may cut the request.
         with pytest.raises(AssertionError):

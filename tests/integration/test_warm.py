@@ -282,23 +282,12 @@ def test_pdb_on_the_terminal_runs_in_the_serving_child(env: dict[str, str]) -> N
     """--dev reload,pdb: the post-mortem prompt comes from the serving child, on the same
     terminal, and takes what is typed there."""
     from tests.integration.harness import APPS
-    from tests.integration.test_post_mortem import Terminal
+    from tests.integration.test_post_mortem import Terminal, get_in_background
 
     terminal = Terminal(["-p", "0", "--dev", "reload,pdb", "slowapp:broken_app"], APPS, env)
     try:
         port = int(terminal.read_until(r"serving on http://127\.0\.0\.1:(\d+)").group(1))
-        statuses: list[int] = []
-
-        def get() -> None:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            try:
-                connection.request("GET", "/")
-                statuses.append(connection.getresponse().status)
-            finally:
-                connection.close()
-
-        client = threading.Thread(target=get)
-        client.start()
+        client, statuses = get_in_background(port)
         terminal.read_until(r"\(Pdb\) ")
         terminal.type("p 'pid', __import__('os').getpid(), __import__('os').getppid()")
         pid, ppid = map(int, terminal.read_until(r"\('pid', (\d+), (\d+)\)").groups())
