@@ -70,12 +70,12 @@ class Preloaded:
     files: frozenset[str] = frozenset()
     broken: str = ""  # why warm reloads are off ("": they are on)
 
-    def module_files(self) -> frozenset[str]:
-        return frozenset(
-            os.path.abspath(file)
-            for module in list(sys.modules.values())
-            if isinstance(file := getattr(module, "__file__", None), str)
-        )
+    def add_files(self, modules: Iterable[object]) -> None:
+        """Record the files of ``modules`` (the first time: of every module held)."""
+        if not self.files:
+            modules = list(sys.modules.values())
+        found = (_file_of(module) for module in modules)
+        self.files |= {os.path.abspath(file) for file in found if file}
 
 
 def imported_since(before: Iterable[str], guard: ProjectGuard) -> list[str]:
@@ -109,6 +109,7 @@ def preload(
         return []
     guard = ProjectGuard(roots)
     started = time.monotonic()
+    before = set(sys.modules)
     with _guarded(guard, path), _budget(PRELOAD_BUDGET):
         try:
             while todo and (until is None or time.monotonic() < until):
@@ -121,12 +122,15 @@ def preload(
         except TimeoutError:
             done.broken = f"preloading took over {PRELOAD_BUDGET:g} s"
     done.seconds += time.monotonic() - started
-    leaked = [name for name, module in list(sys.modules.items()) if guard.covers(_file_of(module))]
+    # Only what this call imported: the rest was looked at before (a slice at a time, the
+    # whole of sys.modules would be read over and over).
+    new = {name: module for name, module in list(sys.modules.items()) if name not in before}
+    leaked = [name for name, module in new.items() if guard.covers(_file_of(module))]
     if leaked and not done.broken:
         done.broken = f"preloading imported the project's {leaked[0]}"
     if threading.active_count() > 1 and not done.broken:
         done.broken = "preloading started a thread (a fork would copy it half-way)"
-    done.files = done.module_files()
+    done.add_files(new.values())
     return [] if done.broken else todo
 
 
