@@ -156,6 +156,7 @@ class Served:
     app: WSGIApplication  # as devserve serves it: wrapped in the handler chain, --proxy-mode
     imported: WSGIApplication | None = None  # --app's callable as imported (the framework's)
     addons: tuple[Addon, ...] = ()  # an addons path's, imported, in dependency order
+    failure: BaseException | None = None  # why the target failed to load (an error page)
 
 
 def load_app(settings: Settings) -> WSGIApplication:
@@ -353,4 +354,4 @@ def load_or_error(settings: Settings, first_start: bool) -> tuple[Served, list[s
             error,
             exc_info=error.__cause__ or error,
         )
-        return Served(error_app(error)), traceback_files(error)
+        return Served(error_app(error), failure=error), traceback_files(error)

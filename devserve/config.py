@@ -303,6 +303,15 @@ class Settings:
         parse=parse_bool,
         flag=True,
     )
+    no_live_reload: bool = setting(
+        False,
+        "--no-live-reload",
+        help="--dev reload: leave the browser alone (by default HTML pages load a script that "
+        "reloads them when the code changes, swaps changed stylesheets and shows a syntax "
+        "error over the page)",
+        parse=parse_bool,
+        flag=True,
+    )
     debugger_pin: str | None = setting(
         None,
         "--debugger-pin",
@@ -361,6 +370,10 @@ class Settings:
     @property
     def reload(self) -> bool:
         return "reload" in self.dev
+
+    @property
+    def live_reload(self) -> bool:
+        return self.reload and not self.no_live_reload
 
 
 def options() -> list[tuple[dataclasses.Field[Any], Option]]:

@@ -14,9 +14,12 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devserve import cache, log
+
+if TYPE_CHECKING:
+    from devserve.config import Settings
 
 __all__ = [
     "CacheReporter",
@@ -265,6 +268,26 @@ def debugger(
     wrapped.ipv6_hosts = {f"[{literal}]" for literal in literals}
     wrapped._failed_pin_auth.value = max(0, min(255, failures))
     return wrapped
+
+
+def in_front(
+    settings: Settings, application: Any, post_mortem: str | None, failures: int
+) -> tuple[Any, PostMortem | None, Any]:
+    """The app behind the debuggers asked for, the post-mortem one (which may hold
+    requests) and Werkzeug's (``failures``: its wrong PINs in the images before); None for
+    those not asked for."""
+    holder = werkzeug_debugger = None
+    if post_mortem:
+        holder = application = PostMortem(application, post_mortem)
+    if "werkzeug" in settings.dev:
+        werkzeug_debugger = application = debugger(
+            application,
+            settings.http_interface,
+            settings.debugger_pin,
+            settings.debugger_trusted_host,
+            failures=failures,
+        )
+    return application, holder, werkzeug_debugger
 
 
 def failed_pins(app: Any) -> int:

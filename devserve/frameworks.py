@@ -95,6 +95,11 @@ class Integration:
     def static_folders(self) -> list[str]:
         return []
 
+    def static_urls(self) -> list[tuple[str, str]]:
+        """The project's static folders with the URL each is served at (``/static/``):
+        live reload names a changed stylesheet by its URL."""
+        return []
+
     def refresh(self, paths: Iterable[str], in_process: bool) -> set[str]:
         """Have the framework re-read the changed ``paths`` it can (``in_process``: this
         process is the one serving); the paths it took care of need no reload."""
@@ -110,6 +115,12 @@ def _find(app: Any, kind: type) -> Any:
         if app is None:
             return None
     return None
+
+
+def _project_pairs(pairs: Iterable[tuple[Any, str]]) -> list[tuple[str, str]]:
+    """(folder, URL) pairs made absolute, leaving out those of installed packages."""
+    absolute = ((os.path.abspath(os.fspath(folder)), url) for folder, url in pairs)
+    return [(folder, url) for folder, url in absolute if not project.is_library(folder)]
 
 
 def _project_folders(folders: Iterable[Any]) -> list[str]:
@@ -230,6 +241,21 @@ class Django(Integration):
         ]
         return _project_folders([*folders, getattr(settings, "STATIC_ROOT", None)])
 
+    def static_urls(self) -> list[tuple[str, str]]:
+        from django.apps import apps
+        from django.conf import settings
+
+        url = settings.STATIC_URL or "/static/"
+        if not url.startswith(("/", "http:", "https:")):
+            url = "/" + url
+        pairs = [(os.path.join(c.path, "static"), url) for c in apps.get_app_configs()]
+        for entry in getattr(settings, "STATICFILES_DIRS", ()):
+            if isinstance(entry, (tuple, list)):  # (prefix, folder)
+                pairs.append((os.fspath(entry[1]), f"{url}{entry[0].strip('/')}/"))
+            else:
+                pairs.append((os.fspath(entry), url))
+        return _project_pairs(pairs)
+
     def refresh(self, paths: Iterable[str], in_process: bool) -> set[str]:
         """Django's own ``file_changed`` signal, as runserver sends it: the template loaders
         and translations are reset. Only this process: prefork workers reload instead."""
@@ -291,6 +317,14 @@ class Flask(Integration):
 
     def static_folders(self) -> list[str]:
         return _project_folders(scaffold.static_folder for scaffold in self._blueprints())
+
+    def static_urls(self) -> list[tuple[str, str]]:
+        pairs = []
+        for scaffold in self._blueprints():
+            if scaffold.static_folder and scaffold.static_url_path is not None:
+                prefix = getattr(scaffold, "url_prefix", None) or ""
+                pairs.append((scaffold.static_folder, f"{prefix}{scaffold.static_url_path}/"))
+        return _project_pairs(pairs)
 
     def refresh(self, paths: Iterable[str], in_process: bool) -> set[str]:
         if not self.settings.reload:

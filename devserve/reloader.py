@@ -38,6 +38,7 @@ __all__ = [
     "HandedWorker",
     "Handover",
     "Reload",
+    "SyntaxProblem",
     "check_syntax",
     "describe_paths",
     "discard_bytecode",
@@ -109,9 +110,26 @@ def describe_paths(paths: Iterable[str], limit: int = 3) -> str:
     return text
 
 
-def check_syntax(paths: Iterable[str]) -> list[str]:
+@dataclass(frozen=True)
+class SyntaxProblem:
+    """A changed file that does not compile: its path, the line, the message, the
+    offending source line (the log shows it; live reload shows it in the browser)."""
+
+    path: str
+    line: int | None
+    message: str
+    source: str = ""
+
+    def __str__(self) -> str:
+        """``shop/models.py, line 2: expected ':'`` and the source line below."""
+        if self.line is None:
+            return f"{describe_paths([self.path])}: {self.message}"
+        return f"{describe_paths([self.path])}, line {self.line}: {self.message}\n    {self.source}"
+
+
+def check_syntax(paths: Iterable[str]) -> list[SyntaxProblem]:
     """Compile every changed Python file, writing the bytecode the next image will load;
-    one message per syntax error (file, line, the offending source line). Deleted files
+    one problem per syntax error (file, line, the offending source line). Deleted files
     are fine: the import will tell.
 
     The bytecode is hash-checked (PEP 552): Python would trust a timestamp ``.pyc`` whose
@@ -156,20 +174,19 @@ def _python_files(paths: Iterable[str]) -> Iterator[str]:
                 yield from (os.path.join(folder, n) for n in names if n.endswith(".py"))
 
 
-def _syntax_problem(path: str, error: BaseException) -> str:
+def _syntax_problem(path: str, error: BaseException) -> SyntaxProblem:
     if isinstance(error, SyntaxError):
-        line = (error.text or "").strip()
-        return f"{describe_paths([path])}, line {error.lineno}: {error.msg}\n    {line}"
-    return f"{describe_paths([path])}: {error}"  # e.g. null bytes
+        return SyntaxProblem(path, error.lineno, error.msg, (error.text or "").strip())
+    return SyntaxProblem(path, None, str(error))  # e.g. null bytes
 
 
-def prepare_reload(changes: FileChanges) -> bool:
-    """Whether a batch of changes may reload: not while a changed file has a syntax error
-    (logged; the old code keeps serving)."""
+def prepare_reload(changes: FileChanges) -> list[SyntaxProblem]:
+    """What stops a batch of changes from reloading: its syntax errors (logged; the old
+    code keeps serving). None: it may reload."""
     problems = check_syntax(changes.paths)
     for problem in problems:
         _logger.error("not reloading, syntax error in %s", problem)
-    return not problems
+    return problems
 
 
 def discard_bytecode(paths: Iterable[str]) -> None:

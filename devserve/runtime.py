@@ -37,8 +37,10 @@ from devserve.errors import ConfigError, ExitCode
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
+    from devserve import livereload
     from devserve._engine import warm
     from devserve._engine.children import Companion
+    from devserve._engine.devroutes import DevRoutes
     from devserve._engine.evented_child import EventedChild
     from devserve.cron import CronRunner, Job
 
@@ -229,6 +231,7 @@ def _make_server(
     on_changes: Callable[[reloader.FileChanges], frozenset[str]],
     on_imported: Callable[[list[str]], None] | None,
     parent: warm.Channel | None = None,
+    own: DevRoutes | None = None,
 ) -> servers.Server:
     """The server of the mode asked for: threaded, gevent, or prefork with ``--workers``.
     (Each mode's module is imported here, so a process imports only its own.) A warm
@@ -242,6 +245,7 @@ def _make_server(
         "on_changes": on_changes,
         "signal_actions": actions,
         "max_body": settings.limit_request_body * limits.MIB,
+        "own": own,
     }
     if evented:
         from devserve._engine import gevent
@@ -361,8 +365,8 @@ def _run_server(
         settings, served.imported, served.app, bool(broken_files)
     )
     crons = _cron_runner(settings, served, evented) if not broken_files else None
-    application, holder, debugger = _debuggers(
-        settings, application, post_mortem, handover.debugger_failures
+    application, holder, debugger, live = _in_front(
+        settings, application, served, integration, post_mortem, handover.debugger_failures
     )
     watch = watching.ReloadWatch(
         settings,
@@ -372,6 +376,7 @@ def _run_server(
         integration=integration,
         in_process=not settings.workers,  # prefork: the workers serve
         remembered=handover.watched,
+        live=live,
     )
     child = None if evented else _evented_child(settings, given, handover.evented)
     server = _make_server(
@@ -388,6 +393,7 @@ def _run_server(
         on_changes=watch.on_changes,
         on_imported=watch.learned if settings.reload else None,
         parent=parent,
+        own=live.routes if live is not None else None,
     )
     server.changes_quiet_for = watch.quiet_for  # a reload waits for a checkout to end
     is_evented_child = False
@@ -444,31 +450,28 @@ def _run_server(
     return code
 
 
-def _debuggers(
+def _in_front(
     settings: config.Settings,
     application: WSGIApplication,
+    served: app.Served,
+    integration: frameworks.Integration,
     post_mortem: str | None,
     failures: int,
-) -> tuple[WSGIApplication, Any, Any]:
-    """The app behind the debuggers asked for, the post-mortem one (which may hold
-    requests) and Werkzeug's (``failures``: its wrong PINs in the images before); None for
-    those not asked for."""
-    if not (post_mortem or "werkzeug" in settings.dev):
-        return application, None, None
-    from devserve import debug  # here: only with a debugger (start-up is reload latency)
+) -> tuple[WSGIApplication, Any, Any, livereload.Live | None]:
+    """The app behind what development puts in front of it: the debuggers asked for (see
+    :func:`debug.in_front`), then live reload, outermost, so the debugger's pages load it
+    too. (Each imported only when asked: start-up is reload latency.)"""
+    holder = debugger = live = None
+    if post_mortem or "werkzeug" in settings.dev:
+        from devserve import debug
 
-    holder = debugger = None
-    if post_mortem:
-        holder = application = debug.PostMortem(application, post_mortem)
-    if "werkzeug" in settings.dev:
-        debugger = application = debug.debugger(
-            application,
-            settings.http_interface,
-            settings.debugger_pin,
-            settings.debugger_trusted_host,
-            failures=failures,
-        )
-    return application, holder, debugger
+        application, holder, debugger = debug.in_front(settings, application, post_mortem, failures)
+    if settings.live_reload:
+        from devserve import livereload
+
+        live = livereload.setup(settings, served, integration)
+        application = live.wrap(application) if live is not None else application
+    return application, holder, debugger, live
 
 
 def _failed_pins(debugger: Any) -> int:
@@ -551,27 +554,7 @@ def _interruptible_startup() -> Iterator[None]:
 def _signal_actions(
     settings: config.Settings, given: WSGIApplication | None
 ) -> dict[int, Callable[[], None]]:
-    """QUIT dumps every thread's stack; USR1 reports cache statistics, USR2 with sizes.
-    (Imported on first use: start-up is reload latency.)"""
-    reporter: list[Any] = []
-
-    def report(sizes: bool) -> None:
-        from devserve import debug
-
-        if not reporter:
-            reporter.append(debug.CacheReporter(project.roots(settings, given)))
-        reporter[0].request(sizes)
-
-    def dump() -> None:
-        from devserve import debug
-
-        debug.dump_stacks()
-
-    return {
-        signal.SIGQUIT: dump,
-        signal.SIGUSR1: lambda: report(False),
-        signal.SIGUSR2: lambda: report(True),
-    }
+    return servers.signal_actions(lambda: project.roots(settings, given))
 
 
 def _print_banner(

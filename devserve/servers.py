@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from devserve._engine.devroutes import DevRoutes, Stream
 from devserve.errors import BindError
 from devserve.reloader import GAP_SIGNALS, FileChanges, Handover, Reload, describe_paths
 
@@ -49,6 +50,15 @@ IDLE_CONNECTION_TIMEOUT = 30.0  # an accepted connection that sends nothing is c
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LATE_QUIET = 0.05  # before the exec: seconds without a change reported, if any came late
 SETTLE_MAX = 2.0  # ...but no longer than this after the reload was decided
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnRequest:
+    """A connection whose request devserve answers itself (``/__devserve__/``), handed to
+    the control loop by whoever read it: its descriptor, and the request's target."""
+
+    fd: int
+    target: str
 
 
 class Outcome(enum.Enum):
@@ -163,6 +173,31 @@ def _pend_for_next_image(signum: int, frame: object) -> None:
         signal.pthread_kill(main, signum)
 
 
+def signal_actions(roots: Callable[[], list[str]]) -> dict[int, Callable[[], None]]:
+    """QUIT dumps every thread's stack; USR1 reports cache statistics (of the functools
+    caches under ``roots()``), USR2 with sizes. (The reports are imported on first use:
+    start-up is reload latency.)"""
+    reporter: list[Any] = []
+
+    def report(sizes: bool) -> None:
+        from devserve import debug
+
+        if not reporter:
+            reporter.append(debug.CacheReporter(roots()))
+        reporter[0].request(sizes)
+
+    def dump() -> None:
+        from devserve import debug
+
+        debug.dump_stacks()
+
+    return {
+        signal.SIGQUIT: dump,
+        signal.SIGUSR1: lambda: report(False),
+        signal.SIGUSR2: lambda: report(True),
+    }
+
+
 class Pidfile:
     """Writes the PID at start; only the process that wrote the file removes it."""
 
@@ -200,6 +235,7 @@ class ControlLoop:
         reload_grace: float = 5.0,
         on_changes: Callable[[FileChanges], frozenset[str]] | None = None,
         signal_actions: Mapping[int, Callable[[], None]] | None = None,
+        own: DevRoutes | None = None,
     ) -> None:
         self.listener = sock
         self.listener.setblocking(False)
@@ -217,6 +253,10 @@ class ControlLoop:
         os.set_blocking(self._wake_write, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
+        # devserve's own routes (live reload's event streams), held here: no thread each.
+        self.own = own
+        if own is not None:
+            own.attach(self._selector)
         self._draining = False
         self._outcome: Outcome | None = None
         self._errors = ErrorReport()  # what the loop went on from
@@ -260,6 +300,8 @@ class ControlLoop:
                 except Exception as error:  # nothing ends the loop: it sheds load instead
                     self._errors.add(error)
             self._stop_accepting()
+            if self.own is not None:  # a browser comes back to the next image by itself
+                self.own.close_all()
             if self._outcome is Outcome.STOP:
                 self._refuse_new_clients()
                 self._log_stopping()
@@ -297,6 +339,12 @@ class ControlLoop:
             listener=self.listener, reload=self.reload, connections=self.handed_connections
         )
 
+    def to_loop(self, fd: int, target: str) -> None:
+        """A connection whose request the loop answers (see :mod:`devserve._engine.
+        devroutes`), from the thread (or greenlet) that read it."""
+        if not self.notify(OwnRequest(fd, target)):
+            os.close(fd)  # the server is gone
+
     def notify(self, event: Any) -> bool:
         """Post an event and wake the control loop; False once the server is closed. Safe
         from signal handlers (the lock is reentrant) and threads."""
@@ -331,6 +379,11 @@ class ControlLoop:
                 self._outcome = Outcome.STOP  # a stop wins over a reload under way
         elif event == signal.SIGHUP or isinstance(event, FileChanges):
             self._reload_asked(event)
+        elif isinstance(event, OwnRequest):
+            if self.own is None:
+                os.close(event.fd)
+            else:
+                self.own.take(event.fd, event.target)
         else:
             self.handle_mode_event(event)
 
@@ -384,9 +437,25 @@ class ControlLoop:
 
     def _step(self, timeout: float | None) -> None:
         """Wait up to ``timeout`` for events and handle them (a mode adds its own)."""
-        for key, _ in self._selector.select(timeout):
+        for key, mask in self._selector.select(timeout):
             if key.data == "wake":
                 self._handle_events()
+            else:
+                self._own_ready(key, mask)
+
+    def own_routes(self) -> dict[str, Any]:
+        """What a connection needs to hand the loop a request it answers itself: the
+        ``own_paths`` and ``to_loop`` of its :class:`~devserve._engine.wire.ServerInfo`."""
+        if self.own is None:
+            return {}
+        return {"own_paths": self.own.paths, "to_loop": self.to_loop}
+
+    def _own_ready(self, key: selectors.SelectorKey, mask: int) -> bool:
+        """A key of devserve's own routes (an event stream) handled; False: not one."""
+        if not isinstance(key.data, Stream) or self.own is None:
+            return False
+        self.own.ready(key.data, mask)
+        return True
 
     def _wants_reload(self, changes: FileChanges) -> frozenset[str]:
         return self.on_changes(changes) if self.on_changes is not None else frozenset()
@@ -415,6 +484,8 @@ class ControlLoop:
         """No more events; the wake-up pipe and the selector go."""
         with self._closing:
             self._closed = True
+        if self.own is not None:
+            self.own.close_all()
         self._selector.close()
         os.close(self._wake_read)
         os.close(self._wake_write)

@@ -24,7 +24,9 @@ from devserve.frameworks import Integration
 from devserve.reloader import FileChanges
 
 if TYPE_CHECKING:
+    from devserve.livereload import Live
     from devserve.servers import Event
+    from devserve.watcher import PathFilter
 
 __all__ = ["ReloadWatch"]
 
@@ -59,8 +61,10 @@ class ReloadWatch:
         integration: Integration | None = None,
         in_process: bool = True,
         remembered: list[str] | None = None,
+        live: Live | None = None,
     ) -> None:
         self.settings = settings
+        self.live = live  # live reload: what a change that needs no restart tells the browser
         self.files = files  # single files: those of a failed load's traceback
         self.since = since
         self.given = given  # an app object handed to devserve.run(), if any
@@ -73,6 +77,7 @@ class ReloadWatch:
         self.remembered = list(remembered or [])  # folders an earlier image watched
         self._learned: queue.SimpleQueue[str] = queue.SimpleQueue()  # from prefork workers
         self._static: list[str] | None = None
+        self._filters: dict[bool, PathFilter] = {}
 
     # --- what is watched ---
 
@@ -80,9 +85,11 @@ class ReloadWatch:
         """The folders to watch: the project's (what the app imported), the framework's
         template folders, those an earlier image learned, and ``--reload-path`` folders."""
         extra = [path for path in self.settings.reload_path if os.path.isdir(path)]
+        static = self.integration.static_folders() if self.live is not None else []
         folders = [
             *project.roots(self.settings, self.given),
             *self.integration.watch_folders(),
+            *static,
             *self.remembered,
             *extra,
         ]
@@ -144,10 +151,7 @@ class ReloadWatch:
                 roots=roots,
                 files=self._files(roots),
                 on_batch=lambda paths, first: notify(FileChanges(paths, first)),
-                path_filter=watcher.PathFilter(
-                    (*project.DEFAULT_INCLUDE, *self.settings.reload_include),
-                    self.settings.reload_exclude,
-                ),
+                path_filter=self._filter(live=self.live is not None),
                 backend=self.settings.reload_backend,
                 since=self.since,
             )
@@ -162,6 +166,18 @@ class ReloadWatch:
             self.watcher.describe(),
             took * 1000,
         )
+
+    def _filter(self, live: bool) -> PathFilter:
+        """The files that count: code, templates, config; with live reload, the static
+        files a page loads too (stylesheets, scripts, images)."""
+        if live not in self._filters:
+            from devserve import livereload, watcher
+
+            include = (*project.DEFAULT_INCLUDE, *self.settings.reload_include)
+            if live:
+                include += livereload.STATIC_INCLUDE
+            self._filters[live] = watcher.PathFilter(include, self.settings.reload_exclude)
+        return self._filters[live]
 
     def _follow_imports(self) -> None:
         """Modules imported since the last look, here (a first request imports views...)
@@ -228,9 +244,21 @@ class ReloadWatch:
                 self.integration.name,
             )
         restart = changes.paths - static - refreshed
-        if restart and reloader.prepare_reload(FileChanges(restart, changes.first_seen)):
+        if self.live is not None:  # a script or an image outside a static folder: nothing
+            restart = frozenset(path for path in restart if not self._live_only(path))
+        problems = reloader.prepare_reload(FileChanges(restart, changes.first_seen))
+        if restart and not problems:
             return restart
+        if self.live is not None:
+            self.live.changed(static, refreshed)
+            self.live.refused(problems)
         return frozenset()
+
+    def _live_only(self, path: str) -> bool:
+        """A file watched only for live reload, which is not under a static folder."""
+        roots = self.watcher.roots if self.watcher is not None else []
+        root = max((r for r in roots if project.inside(path, r)), key=len, default="")
+        return not self._filter(live=False).matches(path, root)
 
     def _not_reloading(self, paths: frozenset[str]) -> tuple[set[str], set[str]]:
         """The static files among ``paths``, and the files the framework re-read itself."""

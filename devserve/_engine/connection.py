@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
+from devserve._engine import devroutes
 from devserve._engine.checks import (
     EMPTY_LINES,
     HEAD_END,
@@ -158,6 +159,8 @@ class HTTPConnection:
             event = self._next_event()
             if not isinstance(event, h11.Request):
                 return False  # closed by the client, or a bad request already answered
+            if self._to_loop(event):
+                return False  # the control loop has the connection now
             if not self._respond(event) or not self._finish_cycle():
                 # A body the client is still sending: the closer lingers (close_connection).
                 self.unread = self.h11.their_state is h11.SEND_BODY
@@ -166,6 +169,19 @@ class HTTPConnection:
                 # Idle, or the start of a pipelined head: the caller waits for the rest
                 # without a thread (see ``received``).
                 return True
+
+    def _to_loop(self, request: h11.Request) -> bool:
+        """A request devserve answers itself (``/__devserve__/``, from this machine): the
+        connection goes to the control loop, which holds it without a thread."""
+        hand = self.server.to_loop
+        if hand is None:
+            return False
+        target = request.target.decode("latin-1")
+        method = request.method.decode("latin-1")
+        if not devroutes.claims(method, target, self.client_host, self.server.own_paths):
+            return False
+        hand(self.sock.detach(), target)
+        return True
 
     # --- receiving ---
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from devserve._engine.children import orphaned, set_title
 from devserve._engine.connection import HTTPConnection
+from devserve._engine.devroutes import DevRoutes
 from devserve._engine.evented_child import PARENT_ENV, SOCKET_ENV
 from devserve._engine.wire import BODY_TIMEOUT, RequestInfo, ServerInfo, close_connection
 from devserve.limits import Limits
@@ -114,6 +115,7 @@ class GeventServer(ControlLoop):
         limits: Limits | None = None,
         parent: int | None = None,
         max_body: int = ServerInfo.max_body,
+        own: DevRoutes | None = None,
     ) -> None:
         import gevent.event
         import gevent.pool
@@ -124,11 +126,12 @@ class GeventServer(ControlLoop):
             reload_grace=reload_grace,
             on_changes=on_changes,
             signal_actions=signal_actions,
+            own=own,
         )
         self.listener.setblocking(True)  # a greenlet waits in accept(), the hub meanwhile runs
         self.app = app
         host, port = sock.getsockname()[:2]
-        self.server_info = ServerInfo(host, port, max_body=max_body)
+        self.server_info = ServerInfo(host, port, max_body=max_body, **self.own_routes())
         self.limits = limits or Limits()
         self.parent = parent  # the prefork master, when this is its evented child
         self.served_first = gevent.event.Event()

@@ -42,6 +42,7 @@ from devserve._engine.children import (
     describe_exit,
     set_title,
 )
+from devserve._engine.devroutes import DevRoutes
 from devserve._engine.wire import ServerInfo
 from devserve._engine.worker import HEARTBEAT_EVERY, READY, WorkerProcess, read_heartbeats
 from devserve.reloader import FileChanges, HandedWorker, Handover
@@ -110,6 +111,7 @@ class PreforkServer(ControlLoop):
         adopter: int | None = None,
         processes: Processes | None = None,
         clock: Callable[[], float] = time.monotonic,
+        own: DevRoutes | None = None,
     ) -> None:
         super().__init__(
             sock,
@@ -117,6 +119,7 @@ class PreforkServer(ControlLoop):
             reload_grace=reload_grace,
             on_changes=on_changes,
             signal_actions=signal_actions,
+            own=own,
         )
         self.app = app
         self.max_body = max_body
@@ -140,6 +143,13 @@ class PreforkServer(ControlLoop):
         self.backoff = Backoff(free=BOOT_FAILURES_TOLERATED - 1, clock=clock)
         self._pipes: set[int] = set()  # the workers' heartbeat pipes: no child keeps them
         self._master_pid = os.getpid()
+        # devserve's own routes: a worker passes such a connection here (SCM_RIGHTS), and
+        # this loop holds it. One socket pair for all: each message is one descriptor.
+        self._own_channel: tuple[socket.socket, socket.socket] | None = None
+        if own is not None:
+            self._own_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._own_channel[0].setblocking(False)
+            self._selector.register(self._own_channel[0], selectors.EVENT_READ, "own")
         for worker in adopted:
             worker.foreign = adopter is not None
             # The new code failed to load: the old workers go on serving the old code.
@@ -197,11 +207,25 @@ class PreforkServer(ControlLoop):
             self._stop_children(self.shutdown_grace, everyone=True)
 
     def _step(self, timeout: float | None) -> None:
-        for key, _ in self._selector.select(timeout):
+        for key, mask in self._selector.select(timeout):
             if key.data == "wake":
                 self._handle_events()
-            else:
+            elif key.data == "own":
+                self._own_passed()
+            elif not self._own_ready(key, mask):
                 self._heard(key.data)
+
+    def _own_passed(self) -> None:
+        """Connections workers passed: requests this loop answers (an event stream)."""
+        assert self._own_channel is not None
+        while True:
+            try:
+                target, fds, _, _ = socket.recv_fds(self._own_channel[0], 8192, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not fds:  # cut short: the client tries again
+                return
+            self.to_loop(fds[0], target.decode("latin-1"))
 
     def _heard(self, worker: Worker) -> None:
         if worker.gone:  # reaped earlier in the same batch of events
@@ -295,6 +319,10 @@ class PreforkServer(ControlLoop):
         self._selector.close()
         for descriptor in (self._wake_read, self._wake_write, *self._pipes):
             os.close(descriptor)
+        if self.own is not None:
+            self.own.forget()
+        if self._own_channel is not None:
+            self._own_channel[0].close()
 
     def _spawn(self) -> None:
         taken = {worker.number for worker in self.workers.values()}
@@ -312,6 +340,8 @@ class PreforkServer(ControlLoop):
             self.report_roots,
             follow_imports=self.on_imported is not None,
             adopter=self.adopter,
+            to_master=self._own_channel[1] if self._own_channel is not None else None,
+            own_paths=self.own.paths if self.own is not None else frozenset(),
         )
         pid = self.processes.fork(body, f"worker #{number}")
         os.close(write_end)
@@ -425,5 +455,8 @@ class PreforkServer(ControlLoop):
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(worker.heartbeat)
         self._close_loop()
+        if self._own_channel is not None:
+            for end in self._own_channel:
+                end.close()
         with contextlib.suppress(OSError):
             self.listener.close()

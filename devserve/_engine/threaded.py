@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from devserve._engine.connection import HTTPConnection
+from devserve._engine.devroutes import DevRoutes
 from devserve._engine.pool import (
     THREAD_STACK,
     HeldConnection,
@@ -100,6 +101,7 @@ class ThreadedServer(ControlLoop):
         limits: Limits | None = None,
         paused: Callable[[], bool] = lambda: False,
         max_body: int = ServerInfo.max_body,
+        own: DevRoutes | None = None,
     ) -> None:
         super().__init__(
             sock,
@@ -107,6 +109,7 @@ class ThreadedServer(ControlLoop):
             reload_grace=reload_grace,
             on_changes=on_changes,
             signal_actions=signal_actions,
+            own=own,
         )
         self.app = app
         self.limits = limits or Limits()
@@ -118,7 +121,7 @@ class ThreadedServer(ControlLoop):
         # (why, when, [(thread, the request it served)]); meanwhile everything is served.
         self._retiring: tuple[str, float, list[tuple[RequestThread, Any]]] | None = None
         host, port = sock.getsockname()[:2]
-        self.server_info = ServerInfo(host, port, max_body=max_body)
+        self.server_info = ServerInfo(host, port, max_body=max_body, **self.own_routes())
         threading.stack_size(THREAD_STACK)  # the pool's threads, and what the app starts
         self.max_threads = max_threads or default_thread_cap(self.limits.memory_hard)
         self.pool = RequestPool(
@@ -193,13 +196,13 @@ class ThreadedServer(ControlLoop):
         self._set_accepting(False)
 
     def _step(self, timeout: float | None) -> None:
-        for key, _ in self._selector.select(timeout):
+        for key, mask in self._selector.select(timeout):
             if key.data == "wake":
                 self._handle_events()
             elif key.data == "accept":
                 if self._outcome is None:
                     self._accept()
-            else:
+            elif not self._own_ready(key, mask):
                 try:
                     self._request_arrived(key.data)
                 except Exception as error:  # that connection's trouble (MemoryError...)

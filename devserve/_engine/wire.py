@@ -10,6 +10,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 
 from devserve._version import __version__
@@ -63,6 +64,10 @@ class ServerInfo:
     multiprocess: bool = False  # prefork: several processes serve the app
     keep_alive: bool = True  # False: every response closes its connection (a busy worker)
     max_body: int = 128 << 20  # bytes of request body: above it, 413
+    # devserve's own routes (``/__devserve__/``): the paths the control loop answers, and
+    # how a connection that asks for one reaches it (its descriptor, the request's target).
+    own_paths: frozenset[str] = frozenset()
+    to_loop: Callable[[int, str], None] | None = dataclasses.field(default=None, compare=False)
 
 
 def close_connection(sock: socket.socket, linger: bool = False) -> None:

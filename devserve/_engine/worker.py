@@ -37,6 +37,7 @@ ALIVE = b"."  # every loop turn and after each request
 # Then the folders of modules a worker imported on a request, \0-separated, then END.
 IMPORTED, IMPORTED_END = b"\x1e", b"\x1f"
 HEARTBEAT_EVERY = 1.0  # seconds between an idle worker's heartbeats (at most)
+PASS_TIMEOUT = 1.0  # seconds to pass a connection to the master (its loop reads at once)
 
 
 def read_heartbeats(data: bytes) -> tuple[bytes, list[str], bytes]:
@@ -70,6 +71,8 @@ class WorkerProcess:
         report_roots: Iterable[str] = (),
         follow_imports: bool = False,
         adopter: int | None = None,
+        to_master: socket.socket | None = None,
+        own_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.listener = listener
@@ -79,8 +82,16 @@ class WorkerProcess:
         self.master_pid = master_pid
         self.adopter = adopter  # who may adopt it when the master goes (the warm parent)
         host, port = listener.getsockname()[:2]
+        # devserve's own routes: such a connection is passed to the master, which holds it.
+        self.to_master = to_master
         self.server_info = ServerInfo(
-            host, port, multiprocess=True, keep_alive=False, max_body=max_body
+            host,
+            port,
+            multiprocess=True,
+            keep_alive=False,
+            max_body=max_body,
+            own_paths=own_paths if to_master is not None else frozenset(),
+            to_loop=self._pass if to_master is not None else None,
         )
         self.stopping = False
         self.served = 0
@@ -147,6 +158,19 @@ class WorkerProcess:
         self._beat(ALIVE)
         if self.follow_imports and len(sys.modules) != self._modules:
             self._report_imports()
+
+    def _pass(self, fd: int, target: str) -> None:
+        """A connection the master answers (an event stream): its descriptor goes to the
+        master's loop, with the request's target. A master gone (a reload under way): the
+        connection closes, and the browser comes back to the next one."""
+        assert self.to_master is not None
+        try:
+            self.to_master.settimeout(PASS_TIMEOUT)
+            socket.send_fds(self.to_master, [target.encode("latin-1")], [fd])
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def _report_imports(self) -> None:
         """The request imported modules (views a URL conf loads lazily...): tell the master

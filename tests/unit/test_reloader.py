@@ -62,9 +62,14 @@ def test_check_syntax_error_names_file_line_message_and_source(cwd: Path) -> Non
     broken = cwd / "shop" / "models.py"
     broken.parent.mkdir()
     broken.write_text("def total(lines):\n    if lines\n        return 0\n", encoding="utf-8")
-    assert reloader.check_syntax([str(broken)]) == [
-        "shop/models.py, line 2: expected ':'\n    if lines"
-    ]
+    [problem] = reloader.check_syntax([str(broken)])
+    assert str(problem) == "shop/models.py, line 2: expected ':'\n    if lines"
+    assert (problem.path, problem.line, problem.message, problem.source) == (
+        str(broken),
+        2,
+        "expected ':'",
+        "if lines",
+    )
 
 
 def test_check_syntax_of_a_folder_put_back_compiles_every_file_in_it(
@@ -81,7 +86,7 @@ def test_check_syntax_of_a_folder_put_back_compiles_every_file_in_it(
     (addon / "views.py").write_text("VERSION = 'v2'\n", encoding="utf-8")
     (addon / "broken.py").write_text("def f(:\n", encoding="utf-8")
     problems = reloader.check_syntax([str(cwd / "addons")])
-    assert [p.split(",")[0] for p in problems] == ["addons/shop/broken.py"]
+    assert [str(p).split(",")[0] for p in problems] == ["addons/shop/broken.py"]
     cached = Path(importlib.util.cache_from_source(str(addon / "views.py")))
     assert cached.read_bytes()[4:8] == b"\x03\x00\x00\x00"  # flags: checked hash
 
@@ -90,7 +95,9 @@ def test_check_syntax_one_message_per_broken_file_in_order(cwd: Path) -> None:
     (cwd / "b.py").write_text("x = (1,\n", encoding="utf-8")
     (cwd / "a.py").write_text("print 'hello'\n", encoding="utf-8")
     (cwd / "ok.py").write_text("x = 1\n", encoding="utf-8")
-    problems = reloader.check_syntax([str(cwd / name) for name in ("b.py", "ok.py", "a.py")])
+    problems = [
+        str(p) for p in reloader.check_syntax([str(cwd / n) for n in ("b.py", "ok.py", "a.py")])
+    ]
     assert len(problems) == 2
     assert problems[0].startswith("a.py, line 1: Missing parentheses in call to 'print'")
     assert problems[0].endswith("\n    print 'hello'")
@@ -100,7 +107,7 @@ def test_check_syntax_one_message_per_broken_file_in_order(cwd: Path) -> None:
 
 def test_check_syntax_null_byte(cwd: Path) -> None:
     (cwd / "nul.py").write_bytes(b"x = 1\n\0\n")
-    [problem] = reloader.check_syntax([str(cwd / "nul.py")])
+    [problem] = map(str, reloader.check_syntax([str(cwd / "nul.py")]))
     assert problem.startswith("nul.py")
     assert "null bytes" in problem
 

@@ -1,0 +1,178 @@
+"""devserve's own routes, under ``/__devserve__/``: answered by the control loop, never by the
+app, and only to clients on this machine.
+
+``GET /__devserve__/events`` is live reload's event stream (Server-Sent Events). A connection
+that asks for it is taken from whoever read its request (a request thread, a greenlet, a
+prefork worker, which passes the descriptor to its master) and given to the control loop
+(:meth:`DevRoutes.take`): an open stream holds no thread, a drain never waits for it, and it
+is closed when the server stops accepting (a reload, a stop). The browser reconnects by
+itself; its next connection waits in the listen backlog for the next image, whose ``hello``
+names new code.
+
+The events, each one line of JSON: ``hello {"image"}`` on connect, then ``error {"file",
+"line", "message", "source"}``, ``css {"path"}`` and ``reload {}`` as they happen. An error
+stands: every stream that connects later gets it after its ``hello``, until new code serves.
+
+Any other client, or any other path, is the app's to answer (:func:`claims`): whoever reads
+requests checks here first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import selectors
+from typing import Any
+
+__all__ = ["EVENTS", "DevRoutes", "Stream", "claims", "is_loopback_client"]
+
+_logger = logging.getLogger("devserve.access")
+
+PREFIX = "/__devserve__/"
+EVENTS = PREFIX + "events"
+MAX_PENDING = 64 << 10  # bytes a stream may owe its client; past it, the client is dropped
+EVENT_STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Type: text/event-stream; charset=utf-8\r\n"
+    b"Cache-Control: no-store\r\n"
+    b"X-Accel-Buffering: no\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+
+def is_loopback_client(host: str) -> bool:
+    """Whether a peer address is this machine's (IPv4, IPv6, and IPv4 mapped in IPv6). The
+    socket's peer only: no header (``X-Forwarded-For``) ever counts."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
+
+
+def claims(method: str, target: str, client_host: str, paths: frozenset[str]) -> bool:
+    """Whether the control loop answers this request: a GET of one of its ``paths``, from
+    this machine. Anything else goes to the app, as if devserve had no such path."""
+    if method != "GET" or not paths:
+        return False
+    return target.split("?", 1)[0] in paths and is_loopback_client(client_host)
+
+
+def event(name: str, data: dict[str, Any]) -> bytes:
+    """One Server-Sent Event: its name, and its data as one line of JSON."""
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class Stream:
+    """An open event stream: its descriptor, and what it still owes its client."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
+
+
+class DevRoutes:
+    """The open event streams of one control loop, registered in its selector.
+
+    Only the loop's thread calls it: the streams are taken through the loop's events, and
+    the events sent are decided by the loop (a batch of changes)."""
+
+    def __init__(self, image: str, error: dict[str, Any] | None = None) -> None:
+        self.image = image  # the code serving: a new one with every image and serving child
+        self.error = error  # the standing error (a failed load, a refused change), if any
+        self.paths = frozenset({EVENTS})
+        self._streams: dict[int, Stream] = {}
+        self._selector: selectors.BaseSelector | None = None
+        self._open = True
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def attach(self, selector: selectors.BaseSelector) -> None:
+        """The control loop's selector, where the streams wait."""
+        self._selector = selector
+
+    def take(self, fd: int, target: str) -> None:
+        """A connection whose request is ``GET target`` (claimed): answered from here on."""
+        if not self._open or self._selector is None or target.split("?", 1)[0] != EVENTS:
+            os.close(fd)  # stopping or reloading: the client comes back to the next image
+            return
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)  # passed by a prefork worker: not for a next exec
+        stream = Stream(fd)
+        self._streams[fd] = stream
+        self._selector.register(fd, selectors.EVENT_READ, stream)
+        greeting = EVENT_STREAM_HEAD + event("hello", {"image": self.image})
+        if self.error is not None:
+            greeting += event("error", self.error)
+        self._write(stream, greeting)
+        _logger.debug("event stream %d opened (%d open)", fd, len(self._streams))
+
+    def send(self, name: str, data: dict[str, Any]) -> None:
+        """An event to every open stream; an error also to those that connect later."""
+        if name == "error":
+            self.error = data
+        message = event(name, data)
+        for stream in list(self._streams.values()):
+            self._write(stream, message)
+
+    def ready(self, stream: Stream, mask: int) -> None:
+        """The selector says the client sent something (or left), or can take more."""
+        if mask & selectors.EVENT_READ:
+            try:
+                data = os.read(stream.fd, 4096)
+            except BlockingIOError:
+                data = b"-"
+            except OSError:
+                data = b""
+            if not data:  # the browser left (a page closed, a navigation)
+                self._close(stream)
+                return
+        if mask & selectors.EVENT_WRITE and stream.fd in self._streams:
+            self._write(stream, b"")
+
+    def close_all(self) -> None:
+        """The server stops accepting: every stream ends, and none opens from now on."""
+        self._open = False
+        for stream in list(self._streams.values()):
+            self._close(stream)
+
+    def forget(self) -> None:
+        """In a process forked from the loop's (a prefork worker): the streams are the
+        loop's; this copy of their descriptors must not keep them open."""
+        for fd in self._streams:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._streams.clear()
+        self._selector = None
+        self._open = False
+
+    def _write(self, stream: Stream, data: bytes) -> None:
+        out = stream.pending + data
+        try:
+            sent = os.write(stream.fd, out) if out else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._close(stream)
+            return
+        stream.pending = out[sent:]
+        if len(stream.pending) > MAX_PENDING:  # a client that does not read
+            self._close(stream)
+            return
+        assert self._selector is not None
+        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if stream.pending else 0)
+        if self._selector.get_key(stream.fd).events != wanted:
+            self._selector.modify(stream.fd, wanted, stream)
+
+    def _close(self, stream: Stream) -> None:
+        self._streams.pop(stream.fd, None)
+        if self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(stream.fd)
+        with contextlib.suppress(OSError):
+            os.close(stream.fd)
