@@ -2,12 +2,12 @@
 //
 // The page's <script> tag names the image (the code) that made the page. The event stream
 // greets with the image serving now: a different one means new code, so the page reloads.
-// The stream closes at every server reload and this script reconnects at once; the new
-// connection waits in the server's backlog until the new code serves.
+// The stream closes at every server reload (most modes say "reload" first, and the page's
+// request waits in the server's backlog for the new code); this script reconnects at once.
 //   hello {image}                    the code serving now
 //   error {file, line, message, source}  a change refused (syntax error), or a failed load
 //   css {path}                       a stylesheet changed: swapped in place, no reload
-//   reload {}                        another static file or a template changed
+//   reload {}                        another static file or a template changed, or the code
 // No inline script or style: a page with a strict Content-Security-Policy runs it too.
 (() => {
   "use strict";

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from devserve.config import Settings
     from devserve.frameworks import Integration
     from devserve.reloader import SyntaxProblem
+    from devserve.watcher import PathFilter
 
 __all__ = ["CLIENT", "Injector", "Live", "failure_event", "problem_event", "setup", "static_url"]
 
@@ -49,6 +50,18 @@ STATIC_INCLUDE = (
     *("*.css", "*.js", "*.mjs", "*.map", "*.json", "*.svg", "*.png", "*.jpg", "*.jpeg"),
     *("*.gif", "*.webp", "*.avif", "*.ico", "*.woff", "*.woff2", "*.ttf"),
 )
+
+
+def is_static_name(name: str) -> bool:
+    """Whether a file of this name is one live reload watches (see STATIC_INCLUDE)."""
+    return _static_names().includes_name(name)
+
+
+@functools.cache
+def _static_names() -> PathFilter:
+    from devserve.watcher import PathFilter  # here: the watcher comes after serving
+
+    return PathFilter(STATIC_INCLUDE)
 
 
 @dataclasses.dataclass

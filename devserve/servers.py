@@ -226,6 +226,9 @@ class ControlLoop:
 
     mode = "?"
     extra_signals: tuple[signal.Signals, ...] = ()  # a mode's own, beside GAP_SIGNALS
+    # Requests go on being served by the old code through a reload (prefork's workers):
+    # a page that asked for itself at once would get the old code again.
+    serves_through_reload = False
 
     def __init__(
         self,
@@ -300,8 +303,9 @@ class ControlLoop:
                 except Exception as error:  # nothing ends the loop: it sheds load instead
                     self._errors.add(error)
             self._stop_accepting()
-            if self.own is not None:  # a browser comes back to the next image by itself
-                self.own.close_all()
+            if self.own is not None:  # the pages ask the next image for themselves
+                reloading = self._outcome is Outcome.RELOAD and not self.serves_through_reload
+                self.own.close_all(reloading=reloading)
             if self._outcome is Outcome.STOP:
                 self._refuse_new_clients()
                 self._log_stopping()

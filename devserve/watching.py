@@ -255,7 +255,12 @@ class ReloadWatch:
         return frozenset()
 
     def _live_only(self, path: str) -> bool:
-        """A file watched only for live reload, which is not under a static folder."""
+        """A file watched only for live reload (a stylesheet, a script, an image) that is
+        not under a static folder: it changes nothing."""
+        from devserve import livereload
+
+        if not livereload.is_static_name(os.path.basename(path)):
+            return False
         roots = self.watcher.roots if self.watcher is not None else []
         root = max((r for r in roots if project.inside(path, r)), key=len, default="")
         return not self._filter(live=False).matches(path, root)

@@ -12,6 +12,9 @@ and ``benchmarks/frameworks.py``.
 
 Every app answers ``/version`` with the ``VERSION`` of its views module (:func:`set_version`
 rewrites it), ``/page`` with a template (:func:`set_template`), ``/boom`` with a ValueError.
+The Django and Flask pages load a stylesheet (:data:`SITE_CSS`: Django's
+``shop/static/shop/site.css``, Flask's ``flaskr/static/style.css``) and show ``VERSION`` in
+``<p id="version">``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+SITE_CSS = "p { color: rgb(0, 0, 0); }\n"  # the projects' stylesheet
 
 DJANGO_VIEWS = """\
 from django.http import HttpResponse
@@ -36,7 +41,7 @@ def version(request):
 
 
 def page(request):
-    return render(request, "shop/page.html")
+    return render(request, "shop/page.html", {"version": VERSION})
 
 
 def boom(request):
@@ -96,9 +101,12 @@ def django_project(dest: Path) -> Path:
     _write(dest / "mysite" / "urls.py", DJANGO_URLS)
     _write(
         dest / "templates" / "base.html",
-        "<html><body>{% block body %}{% endblock %}</body></html>\n",
+        "{% load static %}<html><head>"
+        '<link rel="stylesheet" href="{% static \'shop/site.css\' %}"></head>'
+        '<body>{% block body %}{% endblock %}<p id="version">{{ version }}</p></body></html>\n',
     )
     set_template(dest / "shop" / "templates" / "shop" / "page.html", "page v0")
+    _write(dest / "shop" / "static" / "shop" / "site.css", SITE_CSS)
     _write(dest / "extras" / "__init__.py", "")
     _write(dest / "extras" / "helpers.py", 'VALUE = "extras v0"\n')
     return dest
@@ -131,7 +139,7 @@ def version():
 
 @bp.route("/page")
 def page():
-    return render_template("page.html")
+    return render_template("page.html", version=VERSION)
 
 
 @bp.route("/boom")
@@ -147,10 +155,12 @@ def flask_project(dest: Path) -> Path:
     _write(package / "views.py", FLASK_VIEWS)
     _write(
         package / "templates" / "base.html",
-        "<html><body>{% block body %}{% endblock %}</body></html>\n",
+        '<html><head><link rel="stylesheet" '
+        "href=\"{{ url_for('static', filename='style.css') }}\"></head>"
+        '<body>{% block body %}{% endblock %}<p id="version">{{ version }}</p></body></html>\n',
     )
     set_template(package / "templates" / "page.html", "page v0")
-    _write(package / "static" / "style.css", "body { color: black; }\n")
+    _write(package / "static" / "style.css", SITE_CSS)
     return dest
 
 

@@ -10,8 +10,9 @@ itself; its next connection waits in the listen backlog for the next image, whos
 names new code.
 
 The events, each one line of JSON: ``hello {"image"}`` on connect, then ``error {"file",
-"line", "message", "source"}``, ``css {"path"}`` and ``reload {}`` as they happen. An error
-stands: every stream that connects later gets it after its ``hello``, until new code serves.
+"line", "message", "source"}``, ``css {"path"}`` and ``reload {}`` as they happen (``reload``
+also when the server reloads, just before the streams close). An error stands: every stream
+that connects later gets it after its ``hello``, until new code serves.
 
 Any other client, or any other path, is the app's to answer (:func:`claims`): whoever reads
 requests checks here first.
@@ -135,8 +136,13 @@ class DevRoutes:
         if mask & selectors.EVENT_WRITE and stream.fd in self._streams:
             self._write(stream, b"")
 
-    def close_all(self) -> None:
-        """The server stops accepting: every stream ends, and none opens from now on."""
+    def close_all(self, reloading: bool = False) -> None:
+        """The server stops accepting: every stream ends, and none opens from now on. For
+        a reload, each is told ``reload`` first: the page asks for itself again at once,
+        and its request waits in the listen backlog for the new code (sooner than a
+        reconnect, then a ``hello``, then the page's request)."""
+        if reloading:
+            self.send("reload", {})
         self._open = False
         for stream in list(self._streams.values()):
             self._close(stream)

@@ -90,6 +90,7 @@ class PreforkServer(ControlLoop):
 
     mode = "prefork"
     extra_signals = (signal.SIGCHLD,)
+    serves_through_reload = True  # the old workers, until the new ones are ready
 
     def __init__(
         self,

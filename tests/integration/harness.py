@@ -28,6 +28,15 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_ADDONS = REPO / "examples" / "addons"
 APPS = Path(__file__).resolve().parent / "apps"
 READY = re.compile(r"serving on (http://(\S+):(\d+))")
+LIVE_RELOAD_TAG = re.compile(
+    rb'<script src="/__devserve__/client\.js" data-image="[^"]*" defer></script>'
+)
+
+
+def without_live_tag(body: bytes) -> bytes:
+    """A body without live reload's script tag (``--dev reload`` writes it into HTML
+    pages): what the app sent, which most tests compare."""
+    return LIVE_RELOAD_TAG.sub(b"", body)
 
 
 class WaitTimeout(AssertionError):
@@ -85,8 +94,14 @@ class Response:
     body: bytes
 
     @property
-    def text(self) -> str:
+    def raw(self) -> str:
+        """The body as text, as it was served."""
         return self.body.decode("utf-8", "replace")
+
+    @property
+    def text(self) -> str:
+        """The body as text, without live reload's script tag: what the app sent."""
+        return without_live_tag(self.body).decode("utf-8", "replace")
 
 
 class DevserveProcess:

@@ -233,7 +233,6 @@ def test_django_static_file_edits_never_reload(
     devserve: StartDevserve, site: Path, reload_mode: str
 ) -> None:
     help_page = site / "shop" / "static" / "shop" / "help.html"
-    help_page.parent.mkdir(parents=True)
     write_file(help_page, "<p>help v0</p>")
     server = start_django(devserve, site, "--dev", "reload")
     wait_watching(server)
