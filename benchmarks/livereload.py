@@ -24,6 +24,8 @@ times each:
   notes ``Date.now()`` once ``#version`` has the new colour; timed from the write to then.
   Also checked: a marker set on ``window`` before these edits is still there (the page was
   never reloaded), and devserve logged no ``reloaded in`` line for them;
+* page reload with no change: ``location.reload()`` called in the page, timed to the reloaded
+  page's DOM: the browser's own share of a controller edit, which no server can shorten;
 * HTTP reload with event streams held: with the browser closed, a views edit timed from the
   write to the first ``GET /version`` (a new connection every 5 ms) answering the new version,
   as ``frameworks.py`` does, first with no event stream open, then with 200 open (raw sockets
@@ -96,6 +98,12 @@ const ready = navigation && navigation.domInteractive > 0
   ? performance.timeOrigin + navigation.domInteractive : null;
 return [shown ? shown.textContent : null, ready];
 """
+# When (epoch ms) the document's DOM was ready, once it is.
+PAGE_STATE_READY = """(() => {
+  const [navigation] = performance.getEntriesByType("navigation");
+  return navigation && navigation.domInteractive > 0
+    ? performance.timeOrigin + navigation.domInteractive : null;
+})();"""
 # Notes in window.__cssSeen when #version first has the colour arguments[0].
 WATCH_STYLESHEET = """
 const expected = arguments[0];
@@ -174,6 +182,7 @@ class Results:
     page: list[float | None] = dataclasses.field(default_factory=list)  # None: missed
     server_reloads: list[float] = dataclasses.field(default_factory=list)  # from the log
     css: list[float | None] = dataclasses.field(default_factory=list)
+    plain: list[float | None] = dataclasses.field(default_factory=list)  # no code change
     marker_survived: bool | None = None
     css_reloads: int | None = None
     http: dict[int, list[float | None]] = dataclasses.field(default_factory=dict)  # by streams
@@ -264,6 +273,21 @@ def stylesheet_edits(driver: Any, site: Site, edits: int, results: Results) -> N
     results.css_reloads = len(site.reloads()) - reloads_before
 
 
+def plain_reloads(driver: Any, edits: int, results: Results) -> None:
+    """The browser's own share: ``location.reload()`` of the page with no code change,
+    from the call to the reloaded page's DOM (what no server can make shorter)."""
+    for _ in range(edits):
+        asked = run_script(driver, "window.__old = true; location.reload(); return Date.now();")
+        deadline = time.monotonic() + EDIT_TIMEOUT
+        ready = None
+        while ready is None and time.monotonic() < deadline:
+            state = run_script(driver, "return window.__old ? null : " + PAGE_STATE_READY)
+            ready = float(state) if state else None
+            time.sleep(BROWSER_POLL)
+        results.plain.append(None if ready is None or asked is None else (ready - asked) / 1000)
+        time.sleep(EDIT_SPACING)
+
+
 def browser_part(site: Site, port: int, scratch: Path, edits: int, results: Results) -> None:
     """The controller and stylesheet edits, in one page; the browser quits at the end."""
     driver = open_browser(scratch / "chromium-profile")
@@ -273,6 +297,7 @@ def browser_part(site: Site, port: int, scratch: Path, edits: int, results: Resu
             raise BenchmarkError("the browser never showed the page with v0")
         controller_edits(driver, site, edits, results)
         stylesheet_edits(driver, site, edits, results)
+        plain_reloads(driver, edits, results)
     finally:
         driver.quit()
 
@@ -396,6 +421,7 @@ def report(results: Results, edits: int) -> None:
     print(row("controller edit, save -> new DOM", results.page))
     print(row("server reload (devserve's log)", list(results.server_reloads), missed=False))
     print(row("stylesheet edit, save -> new colour", results.css))
+    print(row("page reload, no change (browser's own)", results.plain))
     print(row("HTTP reload, no event stream", results.http.get(0, [])))
     print(row(f"HTTP reload, {STREAMS} event streams open", results.http.get(STREAMS, [])))
     print()

@@ -18,6 +18,7 @@
   const MAX_DELAY = 2000; // ms between two connection attempts, at most
   let delay = 0;
   let overlay = null;
+  let leaving = false; // a reload is asked: one navigation, nothing more from this page
 
   function connect() {
     const source = new EventSource("/__devserve__/events");
@@ -37,11 +38,18 @@
       }
       // The connection ended (a reload, a stop): try again, sooner after a good run.
       source.close();
+      if (leaving) return;
       setTimeout(connect, delay);
       delay = Math.min(MAX_DELAY, delay ? delay * 2 : 50);
     });
     source.addEventListener("css", (message) => swapStylesheet(JSON.parse(message.data).path));
-    source.addEventListener("reload", () => location.reload());
+    source.addEventListener("reload", () => reloadPage());
+  }
+
+  function reloadPage() {
+    if (leaving) return; // a second reload would cancel the first one's request
+    leaving = true;
+    location.reload();
   }
 
   function reloadFor(image) {
@@ -61,7 +69,7 @@
     } catch (error) {
       // storage refused (private mode, quota): reload all the same
     }
-    location.reload();
+    reloadPage();
   }
 
   // --- stylesheets ---
