@@ -4,54 +4,98 @@
 // greets with the image serving now: a different one means new code, so the page reloads.
 // The stream closes at every server reload (most modes say "reload" first, and the page's
 // request waits in the server's backlog for the new code); this script reconnects at once.
-//   hello {image}                    the code serving now
+//   hello {image, changes}           the code serving now, and how many css/reload it sent
 //   error {file, line, message, source}  a change refused (syntax error), or a failed load
 //   css {path}                       a stylesheet changed: swapped in place, no reload
-//   reload {}                        another static file or a template changed, or the code
+//   reload {paths?}                  a static file (fetched anew first) or a template
+//                                    changed, or the code is reloading
 // No inline script or style: a page with a strict Content-Security-Policy runs it too.
+// A hidden tab closes its stream (six connections per server, all tabs together).
 (() => {
   "use strict";
+  if (window.__devserveLiveReload) return; // run once, however often the tag comes
+  window.__devserveLiveReload = true;
   const script = document.currentScript;
   const pageImage = script ? script.dataset.image : undefined;
   const RELOADS_KEY = "devserve:reloads";
   const MAX_RELOADS = 3; // for one image: a page that keeps coming back stale is left alone
   const MAX_DELAY = 2000; // ms between two connection attempts, at most
+  const STAYED = 3000; // ms: a reload the page did not leave for (a prompt said stay)
   let delay = 0;
   let overlay = null;
+  let source = null;
+  let changes = null; // the static changes this page knows of (css, reload events)
   let leaving = false; // a reload is asked: one navigation, nothing more from this page
 
+  // A hidden tab holds no connection: a browser allows six per server, all tabs together.
+  // Back in view, it reconnects, and what it missed is in the hello.
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      if (source) source.close();
+      source = null;
+    } else if (!source && !leaving) {
+      connect();
+    }
+  });
+
   function connect() {
-    const source = new EventSource("/__devserve__/events");
-    source.addEventListener("hello", (message) => {
+    if (document.hidden) return;
+    const stream = new EventSource("/__devserve__/events");
+    let greeted = false;
+    source = stream;
+    stream.addEventListener("hello", (message) => {
+      greeted = true;
       delay = 0;
-      const image = JSON.parse(message.data).image;
-      if (pageImage && image !== pageImage) {
-        reloadFor(image);
+      const hello = JSON.parse(message.data);
+      if (pageImage && hello.image !== pageImage) {
+        reloadFor(hello.image);
+      } else if (changes !== null && hello.changes !== changes) {
+        reloadPage(); // a stylesheet or a file changed while this tab was hidden
       } else {
+        changes = hello.changes;
         hideOverlay();
       }
     });
-    source.addEventListener("error", (message) => {
+    stream.addEventListener("error", (message) => {
       if (message instanceof MessageEvent && message.data) {
         showOverlay(JSON.parse(message.data)); // the server's event
         return;
       }
+      // Answered, but not with events: not devserve's stream (live reload was turned off).
+      const refused = stream.readyState === EventSource.CLOSED && !greeted;
+      stream.close();
+      if (source === stream) source = null;
+      if (refused || leaving || document.hidden) return;
       // The connection ended (a reload, a stop): try again, sooner after a good run.
-      source.close();
-      if (leaving) return;
       setTimeout(connect, delay);
       delay = Math.min(MAX_DELAY, delay ? delay * 2 : 50);
     });
-    source.addEventListener("css", (message) => swapStylesheet(JSON.parse(message.data).path));
-    source.addEventListener("reload", () => reloadPage());
+    stream.addEventListener("css", (message) => {
+      changes += 1;
+      swapStylesheet(JSON.parse(message.data).path);
+    });
+    stream.addEventListener("reload", (message) => {
+      changes += 1;
+      const paths = JSON.parse(message.data).paths || [];
+      // Fetched anew first: a reload may take a script or an image from the cache.
+      const fresh = paths.map((path) => fetch(path, { cache: "reload" }).catch(() => null));
+      Promise.all(fresh).then(reloadPage);
+    });
   }
 
   function reloadPage() {
     if (leaving) return; // a second reload would cancel the first one's request
     leaving = true;
+    if (source) source.close();
+    source = null;
     location.reload();
+    // Still here after a while: a prompt ("leave this page?", "resubmit the form?") said
+    // stay. Live reload goes on.
+    setTimeout(() => {
+      leaving = false;
+      if (!source) connect();
+    }, STAYED);
   }
-
   function reloadFor(image) {
     let counts = {};
     try {
@@ -75,7 +119,11 @@
   // --- stylesheets ---
 
   function swapStylesheet(path) {
-    const links = Array.from(document.querySelectorAll('link[rel~="stylesheet"][href]'));
+    // This site's stylesheets only (a CDN's is not ours to refresh), and not a copy still
+    // loading: the link it replaces is the one to refresh again.
+    const links = Array.from(document.querySelectorAll('link[rel~="stylesheet"][href]'))
+      .filter((link) => new URL(link.href, location.href).origin === location.origin)
+      .filter((link) => !link.hasAttribute("data-devserve-loading"));
     const name = path.split("/").pop();
     const pathOf = (link) => new URL(link.href, location.href).pathname;
     let chosen = links.filter((link) => pathOf(link) === path);
@@ -86,14 +134,21 @@
 
   function refresh(link) {
     // A copy with a new query loads beside the old one, which goes once it is in: the page
-    // never shows unstyled, and keeps its scroll position and its forms.
+    // never shows unstyled, and keeps its scroll position and its forms. A copy that fails
+    // (the file half-written by a build tool) goes instead, and the old one stays.
+    const pending = link.nextElementSibling;
+    if (pending && pending.hasAttribute("data-devserve-loading")) pending.remove();
     const url = new URL(link.href, location.href);
     url.searchParams.set("devserve", Date.now().toString(36));
     const next = link.cloneNode();
+    next.removeAttribute("integrity"); // the content changed: the old hash cannot match
+    next.setAttribute("data-devserve-loading", "");
     next.href = url.href;
-    const done = () => link.remove();
-    next.addEventListener("load", done, { once: true });
-    next.addEventListener("error", done, { once: true });
+    next.addEventListener("load", () => {
+      next.removeAttribute("data-devserve-loading");
+      link.remove();
+    }, { once: true });
+    next.addEventListener("error", () => next.remove(), { once: true });
     link.after(next);
   }
 

@@ -7,9 +7,10 @@ The app's side is here:
   tell whether the code that made it still serves;
 * :class:`Injector`, the outermost middleware (in front of the debugger): it serves
   ``/__devserve__/client.js`` and writes ``<script src="/__devserve__/client.js"
-  data-image="<id>" defer></script>`` into every HTML page before ``</body>`` (at the end
-  when there is none), with ``Content-Length`` fixed. The page carries the id of the code
-  that made it, so a reload between the page and its event stream is not missed;
+  data-image="<id>" defer></script>`` into every HTML page a browser of this machine asks
+  for, before its last ``</body>`` (at the end when there is none), with
+  ``Content-Length`` fixed. The page carries the id of the code that made it, so a reload
+  between the page and its event stream is not missed;
 * what the events say: a syntax error or a failed load as file, line, message and source
   (:func:`problem_event`, :func:`failure_event`); a changed stylesheet as its URL
   (:func:`static_url`).
@@ -29,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from devserve import project
-from devserve._engine.devroutes import PREFIX, DevRoutes
+from devserve._engine.devroutes import PREFIX, DevRoutes, is_loopback_client
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -47,7 +48,7 @@ _MARK = b"</body"
 # Files whose change live reload acts on when under a static folder (a stylesheet is
 # swapped in place, anything else reloads the page); elsewhere they do nothing.
 STATIC_INCLUDE = (
-    *("*.css", "*.js", "*.mjs", "*.map", "*.json", "*.svg", "*.png", "*.jpg", "*.jpeg"),
+    *("*.css", "*.js", "*.mjs", "*.json", "*.svg", "*.png", "*.jpg", "*.jpeg"),
     *("*.gif", "*.webp", "*.avif", "*.ico", "*.woff", "*.woff2", "*.ttf"),
 )
 
@@ -77,11 +78,19 @@ class Live:
 
     def changed(self, static: Iterable[str], refreshed: Iterable[str]) -> None:
         """Files that need no restart: a stylesheet is swapped in place, anything else
-        (a script, an image, a template the framework re-reads) reloads the page."""
-        sheets = sorted(path for path in static if path.endswith(".css"))
-        for path in sheets:
-            self.routes.send("css", {"path": static_url(path, self.static_urls)})
-        if set(static) - set(sheets) or any(True for _ in refreshed):
+        reloads the page (a script, an image: named, for the browser to fetch them anew
+        first, as a reload may take them from its cache; a template the framework re-reads
+        in place)."""
+        static = sorted(static)
+        for path in static:
+            if path.endswith(".css"):
+                self.routes.send("css", {"path": static_url(path, self.static_urls)})
+        others = [
+            static_url(path, self.static_urls) for path in static if not path.endswith(".css")
+        ]
+        if others:
+            self.routes.send("reload", {"paths": others})
+        elif any(True for _ in refreshed):
             self.routes.send("reload", {})
 
     def refused(self, problems: list[SyntaxProblem]) -> None:
@@ -90,11 +99,15 @@ class Live:
             self.routes.send("error", problem_event(problems[0]))
 
 
-def setup(settings: Settings, served: Served, integration: Integration) -> Live | None:
-    """Live reload for this image, when on (``--dev reload``, not ``--no-live-reload``)."""
+def setup(
+    settings: Settings, served: Served, integration: Integration, serving: str = ""
+) -> Live | None:
+    """Live reload for this image, when on (``--dev reload``, not ``--no-live-reload``).
+    ``serving``: the id of the code that goes on serving instead of this image's (prefork's
+    previous workers, when this image's code failed to load); else a new one."""
     if not settings.live_reload:
         return None
-    image = new_image()
+    image = serving or new_image()
     error = failure_event(served.failure) if served.failure is not None else None
     urls = [(addon.static_dir, f"/{addon.name}/static/") for addon in served.addons]
     urls += integration.static_urls()
@@ -170,20 +183,29 @@ class Injector:
         method = environ.get("REQUEST_METHOD", "GET")
         if environ.get("PATH_INFO") == CLIENT and method in ("GET", "HEAD"):
             return _client(method, start_response)
-        if method == "HEAD":
+        if not _for_a_page(environ):
             return self.app(environ, start_response)
         splice = _Splice(self.tag)
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             write = start_response(status, splice.decide(status, headers), exc_info)
-            if not splice.active:
+            if not splice.active or method == "HEAD":
                 return write
             return lambda data: write(splice.feed(data))
 
         body = self.app(environ, start)
-        if splice.decided and not splice.active:
-            return body  # as it is: a file, a stream, JSON...
+        if method == "HEAD" or (splice.decided and not splice.active):
+            return body  # as it is: a file, a stream, JSON... (HEAD: the headers only)
         return _SplicedBody(body, splice)
+
+
+def _for_a_page(environ: WSGIEnvironment) -> bool:
+    """A request for a page this machine's browser shows: not a fetch, an XHR or a frame's
+    (``Sec-Fetch-Dest``; a fragment an htmx swap inserts is no page), and from a loopback
+    peer (the socket's: a browser elsewhere could not open the event stream)."""
+    destination = environ.get("HTTP_SEC_FETCH_DEST", "document")
+    peer = environ.get("devserve.peer", environ.get("REMOTE_ADDR"))
+    return destination == "document" and is_loopback_client(str(peer))
 
 
 def _client(method: str, start_response: StartResponse) -> list[bytes]:
@@ -207,17 +229,20 @@ def _client_script() -> bytes:
 
 class _Splice:
     """Where the tag goes in one response: decided from its status and headers, then found
-    in its body as it passes (a ``</body`` split between two chunks too)."""
+    in its body as it passes: before the last ``</body`` (an earlier one may be in a
+    script's string), held back from each ``</body`` until the body ends or another one
+    comes; only a tail that may begin ``</body`` is held back otherwise."""
 
     def __init__(self, tag: bytes) -> None:
         self.tag = tag
-        self.decided = self.active = self.done = False
-        self.held = b""  # the end of the last chunk: maybe the start of ``</body``
+        self.decided = self.active = False
+        self.held = b""  # not sent yet: from the last ``</body`` on, or what may begin one
 
     def decide(self, status: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The headers to send: an HTML page's without its validators (a 304 would bring
-        back a page of older code) and with its length grown by the tag's."""
-        self.decided = True
+        back a page of older code) and with its length grown by the tag's. Called again
+        (``exc_info``: an error page instead), it starts over."""
+        self.decided, self.held = True, b""
         self.active = _injects(status, {name.lower(): value for name, value in headers})
         if not self.active:
             return headers
@@ -234,23 +259,26 @@ class _Splice:
         return sent
 
     def feed(self, data: bytes) -> bytes:
-        if not self.active or self.done:
+        if not self.active:
             return data
         data = self.held + data
-        at = data.lower().find(_MARK)
-        if at >= 0:
-            self.done, self.held = True, b""
-            return data[:at] + self.tag + data[at:]
-        keep = min(len(data), len(_MARK) - 1)
-        self.held = data[len(data) - keep :]
-        return data[: len(data) - keep]
+        lower = data.lower()
+        at = lower.rfind(_MARK)
+        if at < 0:  # hold back only what may be the start of one
+            at = next(
+                (len(data) - k for k in range(len(_MARK) - 1, 0, -1) if lower.endswith(_MARK[:k])),
+                len(data),
+            )
+        self.held = data[at:]
+        return data[:at]
 
     def finish(self) -> bytes:
-        """The body's end: the tag, if no ``</body`` came."""
-        if not self.active or self.done:
+        """The body's end: the tag before the last ``</body`` (at the end when none came)."""
+        if not self.active:
             return b""
-        self.done = True
         held, self.held = self.held, b""
+        if held.lower().startswith(_MARK):
+            return self.tag + held
         return held + self.tag
 
 

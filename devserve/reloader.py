@@ -6,7 +6,8 @@ new image unblocks them once its handlers are installed). What crosses the exec 
 typed record, :class:`Handover`, the only code that knows how it travels: the listen socket
 on fd 3, announced by ``LISTEN_FDS=1``/``LISTEN_PID=<pid>`` as systemd does, then the
 connections not served yet (with what was read of them), the prefork workers' heartbeat
-pipes and the evented child's socket, described by one JSON variable. Every other descriptor
+pipes, the evented child's socket and the socket pair live reload's streams travel over
+from the workers, described by one JSON variable. Every other descriptor
 is closed (inotify watches included). The new image takes it all with
 :meth:`Handover.decode`, so connections that arrive meanwhile wait in the kernel backlog.
 The same decoding adopts a socket from systemd socket activation.
@@ -233,6 +234,12 @@ class Handover:
     connections: list[tuple[socket.socket, bytes]] = field(default_factory=list)
     workers: list[HandedWorker] = field(default_factory=list)
     evented: HandedChildren | None = None
+    # The prefork master's end and its workers' end of the socket pair workers pass live
+    # reload's streams over: kept, so workers of the previous code reach the next master.
+    own_channel: tuple[socket.socket, socket.socket] | None = None
+    # Live reload's id of the code serving: still the code of a prefork master's workers
+    # that serve on when the next image's code fails to load.
+    image: str = ""
     watched: list[str] = field(default_factory=list)  # folders to watch beyond the project
     debugger_failures: int = 0  # wrong debugger PINs so far: a reload buys no guesses
 
@@ -270,6 +277,10 @@ class Handover:
         }
         if self.evented is not None:
             record["evented"] = [slot(self.evented.sock.fileno()), list(self.evented.pids)]
+        if self.own_channel is not None:
+            record["own_channel"] = [slot(end.fileno()) for end in self.own_channel]
+        if self.image:
+            record["image"] = self.image
         if self.reload is not None:
             timing = self.reload
             record["reload"] = [
@@ -356,9 +367,12 @@ def _parse(
     if "evented" in record:
         slot, pids = record["evented"]
         evented = (descriptor(slot), tuple(int(pid) for pid in pids))
+    own = [descriptor(slot) for slot in record.get("own_channel", [])]
+    if own and len(own) != 2:
+        raise ValueError("the streams' channel is a pair of descriptors")
     watched = [str(folder) for folder in record["watched"]]
     failures = int(record["debugger_failures"])
-    used = [fd for fd, _ in connections] + [fd for *_, fd in workers]
+    used = [fd for fd, _ in connections] + [fd for *_, fd in workers] + own
     used += [evented[0]] if evented else []
     if len(set(used)) != len(used):
         raise ValueError("a descriptor is handed twice")
@@ -368,6 +382,8 @@ def _parse(
         connections=[(_socket(fd), received) for fd, received in connections],
         workers=[HandedWorker(pid, number, _pipe(fd)) for pid, number, fd in workers],
         evented=HandedChildren(_socket(evented[0]), evented[1]) if evented else None,
+        own_channel=(_socket(own[0]), _socket(own[1])) if own else None,
+        image=str(record.get("image", "")),
         watched=watched,
         debugger_failures=failures,
     )

@@ -247,6 +247,9 @@ def _make_server(
         "max_body": settings.limit_request_body * limits.MIB,
         "own": own,
     }
+    if not settings.workers:  # prefork's channel for live reload's streams: no workers now
+        for end in handover.own_channel or ():
+            end.close()
     if evented:
         from devserve._engine import gevent
 
@@ -300,6 +303,7 @@ def _make_server(
         companions=companions,
         on_imported=on_imported,
         adopter=parent.parent_pid if parent is not None else None,
+        own_channel=handover.own_channel,
         **common,
     )
 
@@ -366,7 +370,7 @@ def _run_server(
     )
     crons = _cron_runner(settings, served, evented) if not broken_files else None
     application, holder, debugger, live = _in_front(
-        settings, application, served, integration, post_mortem, handover.debugger_failures
+        settings, application, served, integration, post_mortem, handover
     )
     watch = watching.ReloadWatch(
         settings,
@@ -456,7 +460,7 @@ def _in_front(
     served: app.Served,
     integration: frameworks.Integration,
     post_mortem: str | None,
-    failures: int,
+    handover: reloader.Handover,
 ) -> tuple[WSGIApplication, Any, Any, livereload.Live | None]:
     """The app behind what development puts in front of it: the debuggers asked for (see
     :func:`debug.in_front`), then live reload, outermost, so the debugger's pages load it
@@ -465,11 +469,15 @@ def _in_front(
     if post_mortem or "werkzeug" in settings.dev:
         from devserve import debug
 
+        failures = handover.debugger_failures
         application, holder, debugger = debug.in_front(settings, application, post_mortem, failures)
     if settings.live_reload:
         from devserve import livereload
 
-        live = livereload.setup(settings, served, integration)
+        # New code that failed to load, with prefork's previous workers serving on: the
+        # code serving is theirs, and so is its id.
+        kept = served.failure is not None and settings.workers and handover.workers
+        live = livereload.setup(settings, served, integration, handover.image if kept else "")
         application = live.wrap(application) if live is not None else application
     return application, holder, debugger, live
 

@@ -5,14 +5,20 @@ app, and only to clients on this machine.
 that asks for it is taken from whoever read its request (a request thread, a greenlet, a
 prefork worker, which passes the descriptor to its master) and given to the control loop
 (:meth:`DevRoutes.take`): an open stream holds no thread, a drain never waits for it, and it
-is closed when the server stops accepting (a reload, a stop). The browser reconnects by
-itself; its next connection waits in the listen backlog for the next image, whose ``hello``
-names new code.
+is closed when the server stops accepting (a reload, a stop). The page asks for itself again
+(told ``reload``), or reconnects by itself; either request waits in the listen backlog for
+the next image, whose ``hello`` names new code. A prefork master's streams come from its
+workers over a socket pair kept across reloads, so the previous code's workers, which serve
+on through a reload, pass theirs to the next master; it holds their greeting (``hold()``)
+until those workers take no more requests.
 
-The events, each one line of JSON: ``hello {"image"}`` on connect, then ``error {"file",
-"line", "message", "source"}``, ``css {"path"}`` and ``reload {}`` as they happen (``reload``
-also when the server reloads, just before the streams close). An error stands: every stream
-that connects later gets it after its ``hello``, until new code serves.
+The events, each one line of JSON: ``hello {"image", "changes"}`` on connect (``changes``:
+how many ``css`` and ``reload`` this image sent, for a page that was not listening), then
+``error {"file", "line", "message", "source"}``, ``css {"path"}`` and ``reload {}`` (or
+``{"paths"}``: static files to fetch anew) as they happen; ``reload`` also when the server
+reloads, just before the streams close (not in prefork, whose old workers serve on). An
+error stands: every stream that connects later gets it after its ``hello``, until new code
+serves.
 
 Any other client, or any other path, is the app's to answer (:func:`claims`): whoever reads
 requests checks here first.
@@ -74,6 +80,7 @@ class Stream:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.pending = b""
+        self.greeted = False  # told its hello (events go to greeted streams only)
 
 
 class DevRoutes:
@@ -89,6 +96,8 @@ class DevRoutes:
         self._streams: dict[int, Stream] = {}
         self._selector: selectors.BaseSelector | None = None
         self._open = True
+        self.holding = False  # greetings wait (see hold())
+        self.changes = 0  # css and reload events sent: a page back in view compares
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -107,19 +116,41 @@ class DevRoutes:
         stream = Stream(fd)
         self._streams[fd] = stream
         self._selector.register(fd, selectors.EVENT_READ, stream)
-        greeting = EVENT_STREAM_HEAD + event("hello", {"image": self.image})
+        if not self.holding:
+            self._greet(stream)
+        _logger.debug("event stream %d opened (%d open)", fd, len(self._streams))
+
+    def hold(self) -> None:
+        """Streams are taken but not greeted until :meth:`release`: a prefork master whose
+        previous code's workers still serve must not say "new code" to a page yet, or the
+        page would reload into the old code."""
+        self.holding = True
+
+    def release(self) -> None:
+        """Greet the streams held: the new code serves every request from now on."""
+        self.holding = False
+        for stream in list(self._streams.values()):
+            if not stream.greeted:
+                self._greet(stream)
+
+    def _greet(self, stream: Stream) -> None:
+        stream.greeted = True
+        hello = {"image": self.image, "changes": self.changes}
+        greeting = EVENT_STREAM_HEAD + event("hello", hello)
         if self.error is not None:
             greeting += event("error", self.error)
         self._write(stream, greeting)
-        _logger.debug("event stream %d opened (%d open)", fd, len(self._streams))
 
     def send(self, name: str, data: dict[str, Any]) -> None:
         """An event to every open stream; an error also to those that connect later."""
         if name == "error":
             self.error = data
+        elif name in ("css", "reload"):
+            self.changes += 1
         message = event(name, data)
         for stream in list(self._streams.values()):
-            self._write(stream, message)
+            if stream.greeted:
+                self._write(stream, message)
 
     def ready(self, stream: Stream, mask: int) -> None:
         """The selector says the client sent something (or left), or can take more."""
@@ -142,7 +173,10 @@ class DevRoutes:
         and its request waits in the listen backlog for the new code (sooner than a
         reconnect, then a ``hello``, then the page's request)."""
         if reloading:
-            self.send("reload", {})
+            message = event("reload", {})
+            for stream in list(self._streams.values()):
+                if stream.greeted:
+                    self._write(stream, message)
         self._open = False
         for stream in list(self._streams.values()):
             self._close(stream)

@@ -113,6 +113,7 @@ class PreforkServer(ControlLoop):
         processes: Processes | None = None,
         clock: Callable[[], float] = time.monotonic,
         own: DevRoutes | None = None,
+        own_channel: tuple[socket.socket, socket.socket] | None = None,
     ) -> None:
         super().__init__(
             sock,
@@ -145,12 +146,19 @@ class PreforkServer(ControlLoop):
         self._pipes: set[int] = set()  # the workers' heartbeat pipes: no child keeps them
         self._master_pid = os.getpid()
         # devserve's own routes: a worker passes such a connection here (SCM_RIGHTS), and
-        # this loop holds it. One socket pair for all: each message is one descriptor.
+        # this loop holds it. One socket pair for all (each message is one descriptor),
+        # kept across reloads: the previous code's workers pass theirs to this master.
         self._own_channel: tuple[socket.socket, socket.socket] | None = None
         if own is not None:
-            self._own_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            self._own_channel[0].setblocking(False)
-            self._selector.register(self._own_channel[0], selectors.EVENT_READ, "own")
+            pair = own_channel or socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._own_channel = pair
+            pair[0].setblocking(False)
+            self._selector.register(pair[0], selectors.EVENT_READ, "own")
+            if adopted and not keep_adopted:
+                own.hold()  # until the previous code's workers no longer take requests
+        elif own_channel is not None:  # live reload turned off: nobody passes streams
+            for end in own_channel:
+                end.close()
         for worker in adopted:
             worker.foreign = adopter is not None
             # The new code failed to load: the old workers go on serving the old code.
@@ -167,6 +175,8 @@ class PreforkServer(ControlLoop):
     def handover(self) -> Handover:
         handover = super().handover()
         handover.workers = [HandedWorker(w.pid, w.number, w.heartbeat) for w in self.handed_workers]
+        handover.own_channel = self._own_channel
+        handover.image = self.own.image if self.own is not None else ""
         return handover
 
     # --- the loop's hooks ---
@@ -195,6 +205,8 @@ class PreforkServer(ControlLoop):
 
     def _drain(self) -> None:
         if self._outcome is Outcome.RELOAD:
+            if self._own_channel is not None:  # streams passed from now on: the next image's
+                self._selector.unregister(self._own_channel[0])
             # The workers serve on through the exec; the next image adopts them. Companions
             # that end before the exec (cron workers) are waited for: the next image's must
             # not overlap them; the others are retired and finish on their own.
@@ -284,6 +296,9 @@ class PreforkServer(ControlLoop):
                 self._spawn()
         if self.old and len([w for w in self._serving() if w.ready]) >= self.target:
             self._retire_old()
+        old_serving = any(not worker.retiring for worker in self.old.values())
+        if self.own is not None and self.own.holding and not old_serving:
+            self.own.release()  # every request goes to the new code now
         for companion in self.companions:
             companion.maintain(self.processes)
         self._check_time_limits(self.clock())
@@ -456,8 +471,7 @@ class PreforkServer(ControlLoop):
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(worker.heartbeat)
         self._close_loop()
-        if self._own_channel is not None:
-            for end in self._own_channel:
-                end.close()
+        for end in self._own_channel or ():  # after a reload's exec: the next image's copy
+            end.close()
         with contextlib.suppress(OSError):
             self.listener.close()

@@ -278,6 +278,7 @@ def environ_of(connection: HTTPConnection, request: h11.Request) -> WSGIEnvironm
         "SERVER_SOFTWARE": SERVER_HEADER.decode(),
         "REMOTE_ADDR": client[0],
         "REMOTE_PORT": str(client[1]),
+        "devserve.peer": client[0],  # the socket's peer: --proxy-mode rewrites REMOTE_ADDR
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
         "wsgi.input": io.BufferedReader(RequestBody(connection)),

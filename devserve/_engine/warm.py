@@ -388,6 +388,8 @@ class WarmParent(ControlLoop):
             sock.close()
         for worker in handed.workers:
             os.close(worker.heartbeat)
+        for end in handed.own_channel or ():
+            end.close()
         self.child, self.channel, self.ready = pid, parent_end, False
         self._selector.register(parent_end, selectors.EVENT_READ, "child")
         self._generations += 1
@@ -480,6 +482,8 @@ def _close_handover(handed: Handover) -> None:
     for sock, _received in handed.connections:
         sock.close()
     _close_all([worker.heartbeat for worker in handed.workers])
+    for end in handed.own_channel or ():
+        end.close()
 
 
 def become_subreaper() -> None:

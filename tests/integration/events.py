@@ -63,16 +63,23 @@ class EventStream:
     def ends_within(self, timeout: float) -> bool:
         """Whether the server closes the stream within ``timeout`` (events meanwhile are
         read and dropped)."""
+        return self.events_to_the_end(timeout) is not None
+
+    def events_to_the_end(self, timeout: float) -> list[str] | None:
+        """The names of the events until the server closes the stream, or None if it is
+        still open after ``timeout``."""
         deadline = time.monotonic() + timeout
+        names = []
         try:
             while True:
-                self._read_until(b"\n\n", deadline)
+                block = self._read_until(b"\n\n", deadline).decode()
+                names.append(block.partition("event: ")[2].partition("\n")[0])
         except EOFError:
-            return True
+            return names
         except TimeoutError:
-            return False
+            return None
         except OSError:  # reset: ended too
-            return True
+            return names
 
     def close(self) -> None:
         self.sock.close()

@@ -82,25 +82,6 @@ def image_of(server: DevserveProcess, path: str = "/") -> str:
     return match.group(1)
 
 
-def hello(server: DevserveProcess, timeout: float = 10.0) -> str:
-    """The image a new stream is greeted with; a connection the server closes first (one
-    a retiring prefork worker took) is tried again, as the browser does."""
-
-    def greeted() -> str | None:
-        try:
-            stream = EventStream(server.port)
-        except (EOFError, ConnectionError):
-            return None
-        try:
-            return str(stream.expect("hello", timeout=2)["image"])
-        except (EOFError, ConnectionError):
-            return None
-        finally:
-            stream.close()
-
-    return wait_until(greeted, timeout, "a hello")
-
-
 def without_tag(text: str) -> str:
     return TAG.sub("", text)
 
@@ -135,6 +116,9 @@ def test_html_pages_load_the_client_before_body_with_their_length_fixed(
     assert int(page.headers["Content-Length"]) == len(page.body)
     # Its validators go: a 304 would bring back a page of older code.
     assert "ETag" not in page.headers and "Last-Modified" not in page.headers
+    head = server.request("/", method="HEAD")  # the headers a GET gets, no body
+    assert head.body == b"" and head.headers["Content-Length"] == page.headers["Content-Length"]
+    assert "ETag" not in head.headers
 
     streamed = server.request("/streamed")  # "</body>" cut between two chunks
     assert re.search(r"<p>streamed</p><script [^>]+></script></body></html>$", streamed.raw)
@@ -154,13 +138,8 @@ def test_what_is_not_an_html_page_is_left_alone(devserve: StartDevserve, live: P
     assert compressed.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(compressed.body) == page
     assert server.request("/download").body == page
-    head = server.request("/", method="HEAD")
-    assert head.body == b"" and int(head.headers["Content-Length"]) == len(page)
-    assert head.headers["ETag"] == '"v"'
-    not_modified = server.request("/not-modified")
-    assert (not_modified.status, not_modified.body) == (304, b"")
-    empty = server.request("/empty")
-    assert (empty.status, empty.body) == (204, b"")
+    fetched = server.request("/", headers={"Sec-Fetch-Dest": "empty"})  # fetch(), XHR
+    assert fetched.raw == page.decode()
     assert server.request("/static/site.css").text == projects.SITE_CSS
 
 
@@ -200,7 +179,8 @@ def test_hello_names_new_code_after_every_reload(
     seen = {first}
     for number in (1, 2):
         set_version(live, f"v{number}")
-        assert stream.ends_within(10), "the stream stayed open across a reload"
+        # Told to reload first: the page asks for itself while the server reloads.
+        assert stream.events_to_the_end(10) == ["reload"], "open across a reload"
         wait_reloads(server, number)
         stream = stream_to(server.port)
         image = stream.expect("hello")["image"]
@@ -281,7 +261,7 @@ def test_another_static_file_is_a_reload_event_and_a_script_elsewhere_nothing(
     stream = stream_to(server.port)
     stream.expect("hello")
     write_file(live / "static" / "app.js", "console.log(2);\n")
-    assert stream.expect("reload") == {}
+    assert stream.expect("reload") == {"paths": ["/static/app.js"]}  # fetched anew first
     (live / "tools").mkdir()
     write_file(live / "tools" / "build.js", "console.log(3);\n")  # not served: nothing
     with pytest.raises(TimeoutError):
@@ -335,9 +315,31 @@ def test_prefork_streams_through_any_worker_get_the_masters_events(
     for stream in streams:
         assert stream.expect("error")["file"] == "liveapp.py"
     write_file(live / "liveapp.py", source.replace('VERSION = "v0"', 'VERSION = "v1"'))
-    assert all(stream.ends_within(10) for stream in streams)
+    # Not told to reload: the old workers serve on until the new ones are ready.
+    assert all(stream.events_to_the_end(10) == [] for stream in streams)
     serves(server, "/", "v1")
-    assert hello(server) not in images
+    # Through whichever worker, old or new, at once: greeted by the new master.
+    assert stream_to(server.port).expect("hello")["image"] not in images
+
+
+def test_prefork_new_code_that_fails_to_load_is_an_error_event_through_the_old_workers(
+    devserve: StartDevserve, live: Path, stream_to: OpenStream, reload_mode: str
+) -> None:
+    """The previous code's workers serve on; the streams they take reach the new master
+    (the socket pair they pass them over is kept across the reload), which tells of the
+    failure."""
+    server = start(devserve, live, "--workers", "2")
+    wait_watching(server)
+    source = (live / "liveapp.py").read_text(encoding="utf-8")
+    write_file(live / "liveapp.py", source.replace("import gzip", "import gzip\n1 / 0"))
+    server.wait_for_log("the workers of the previous code go on serving")
+    assert server.request("/").status == 200  # the old code
+    stream = stream_to(server.port)  # through an old worker, at once: no retry needed
+    # The code serving is the old workers': its id, so their pages do not reload in a loop.
+    assert stream.expect("hello")["image"] == image_of(server)
+    error = stream.expect("error")
+    assert error["message"] == "ZeroDivisionError: division by zero"
+    assert (error["file"], error["source"]) == ("liveapp.py", "1 / 0")
 
 
 def test_gevent_mode_streams(
@@ -351,7 +353,7 @@ def test_gevent_mode_streams(
     write_file(live / "static" / "site.css", "p { color: blue; }\n")
     assert stream.expect("css") == {"path": "/static/site.css"}
     set_version(live, "v1")
-    assert stream.ends_within(10)
+    assert stream.events_to_the_end(10) == ["reload"]
     serves(server, "/", "v1")
     assert stream_to(server.port).expect("hello")["image"] != image
 
@@ -381,6 +383,8 @@ def test_django_stylesheets_templates_and_the_debugger_page(
     assert stream.expect("css") == {"path": "/static/shop/site.css"}
     projects.set_template(site / "shop" / "templates" / "shop" / "page.html", "page v1")
     assert stream.expect("reload") == {}  # re-read by Django: the page reloads, no restart
+    write_file(site / "shop" / "static" / "shop" / "app.js", "let a = 1;\n")
+    assert stream.expect("reload") == {"paths": ["/static/shop/app.js"]}
     assert count_reloads(server) == 0
     projects.set_version(site / "shop" / "views.py", "v1")
     assert stream.ends_within(15)

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests import projects
 from tests.integration.conftest import StartDevserve
 from tests.integration.harness import APPS, wait_watching, write_file
@@ -35,12 +37,17 @@ def wait_for(browser: Any, condition: Any, what: str, timeout: float = 20) -> An
     return WebDriverWait(browser, timeout).until(lambda driver: condition(driver), what)
 
 
+MODES = {"warm": [], "exec": ["--reload-mode", "exec"], "prefork": ["--workers", "2"]}
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_a_django_page_follows_views_stylesheets_and_syntax_errors(
-    devserve: StartDevserve, browser: Any, tmp_path: Path
+    devserve: StartDevserve, browser: Any, tmp_path: Path, mode: str
 ) -> None:
     site = projects.django_project(tmp_path / "site")
     views = site / "shop" / "views.py"
-    server = devserve("-p", "0", "--dev", "reload", "mysite.wsgi:application", cwd=site)
+    options = MODES[mode]
+    server = devserve("-p", "0", "--dev", "reload", *options, "mysite.wsgi:application", cwd=site)
     wait_watching(server)
     browser.get(f"http://127.0.0.1:{server.port}/page")
     wait_for(browser, lambda b: version_shown(b) == "v0", "the page")

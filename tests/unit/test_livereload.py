@@ -60,8 +60,11 @@ def test_claims_only_a_get_of_its_paths() -> None:
 # --- the tag ---
 
 
-def run(app: Any, method: str = "GET", path: str = "/") -> tuple[str, dict[str, str], bytes]:
-    """Call a WSGI app as a server does: status, headers, the whole body (write() too)."""
+def run(
+    app: Any, method: str = "GET", path: str = "/", **environ: str
+) -> tuple[str, dict[str, str], bytes]:
+    """Call a WSGI app as a server does (a loopback peer, unless ``environ`` says): status,
+    headers, the whole body (write() too)."""
     seen: dict[str, Any] = {}
     written: list[bytes] = []
 
@@ -69,7 +72,8 @@ def run(app: Any, method: str = "GET", path: str = "/") -> tuple[str, dict[str, 
         seen["status"], seen["headers"] = status, dict(headers)
         return written.append
 
-    body = app({"REQUEST_METHOD": method, "PATH_INFO": path}, start_response)
+    request = {"REQUEST_METHOD": method, "PATH_INFO": path, "devserve.peer": "127.0.0.1"}
+    body = app({**request, **environ}, start_response)
     try:
         data = b"".join(body)
     finally:
@@ -112,13 +116,51 @@ def injected(app: Any) -> livereload.Injector:
         [b"<html><body>hi", b"", b"</Body></html>"],
     ],
 )
-def test_the_tag_goes_before_the_first_closing_body_however_the_chunks_fall(
+def test_the_tag_goes_before_the_last_closing_body_however_the_chunks_fall(
     chunks: list[bytes],
 ) -> None:
     _, _, body = run(injected(html_app(chunks)))
     original = b"".join(chunks)
-    at = original.lower().index(b"</body")
+    at = original.lower().rindex(b"</body")
     assert body == original[:at] + TAG + original[at:]
+
+
+def test_a_closing_body_in_a_script_string_is_not_the_place() -> None:
+    page = [b'<body><script>var t = "<p></body>";</script>', b"<p>end</p></body></html>"]
+    _, _, body = run(injected(html_app(page)))
+    assert body == page[0] + b"<p>end</p>" + TAG + b"</body></html>"
+
+
+def test_only_what_may_begin_a_closing_body_is_held_back() -> None:
+    """A streamed page's chunk is sent whole unless its end may be the start of
+    ``</body``: a progress page's script runs at once."""
+    splice = livereload._Splice(TAG)
+    splice.decide("200 OK", [("Content-Type", "text/html")])
+    assert splice.feed(b"<body><script>p(50)</script>") == b"<body><script>p(50)</script>"
+    assert splice.feed(b"<p>x</p></Bo") == b"<p>x</p>"
+    assert splice.feed(b"dy></html>") == b""
+    assert splice.finish() == TAG + b"</Body></html>"
+
+
+def test_an_error_response_replacing_the_first_starts_over() -> None:
+    """``start_response`` again with ``exc_info`` while nothing was sent (all the app
+    yielded was held back): the error page alone goes out, its length right."""
+    error = b"<body>failed</body>"
+
+    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/html")])
+        yield b"<"  # may begin </body: held back, so no header is sent yet
+        start_response(
+            "500 Internal Server Error",
+            [("Content-Type", "text/html"), ("Content-Length", str(len(error)))],
+            (ValueError, ValueError("x"), None),
+        )
+        yield error
+
+    status, headers, body = run(injected(app))
+    assert status == "500 Internal Server Error"
+    assert body == b"<body>failed" + TAG + b"</body>"
+    assert int(headers["Content-Length"]) == len(body)
 
 
 def test_a_page_without_a_closing_body_gets_it_at_the_end() -> None:
@@ -185,13 +227,31 @@ def test_what_is_not_a_shown_html_page_is_left_alone(
     assert (sent_status, sent, out) == (status, dict(headers), b"<body>x</body>")
 
 
-def test_head_is_left_alone_and_the_body_object_is_passed_through() -> None:
-    page = [b"<body>x</body>"]
-    app = injected(html_app(page))
-    assert run(app, method="HEAD")[2] == b"<body>x</body>"
+def test_head_gets_the_headers_a_get_would_and_the_body_object_as_it_is() -> None:
+    page = b"<body>x</body>"
+    headers = [("Content-Type", "text/html"), ("Content-Length", "14"), ("ETag", '"1"')]
+    app = injected(html_app([page], headers))
+    _, sent, body = run(app, method="HEAD")
+    assert body == page  # what the app gave: the server sends no body for HEAD
+    assert int(sent["Content-Length"]) == len(page) + len(TAG) and "ETag" not in sent
     marker: list[bytes] = [b"{}"]
     plain = injected(lambda e, s: (s("200 OK", [("Content-Type", "application/json")]), marker)[1])
     assert plain({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda *a: None) is marker
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"HTTP_SEC_FETCH_DEST": "empty"},  # fetch(), XHR: an htmx fragment, JSON...
+        {"HTTP_SEC_FETCH_DEST": "iframe"},  # the page around it reloads it
+        {"devserve.peer": "10.0.0.7"},  # a browser elsewhere: it cannot open the stream
+        {"devserve.peer": "10.0.0.7", "REMOTE_ADDR": "127.0.0.1"},  # --proxy-mode's rewrite
+    ],
+)
+def test_no_tag_for_what_is_no_page_of_this_machine(environ: dict[str, str]) -> None:
+    page = [b"<body>x</body>"]
+    assert run(injected(html_app(page)), **environ)[2] == b"<body>x</body>"
+    assert TAG in run(injected(html_app(page)), HTTP_SEC_FETCH_DEST="document")[2]
 
 
 def test_the_apps_close_is_called() -> None:
@@ -322,14 +382,15 @@ def test_a_stream_is_greeted_then_told_every_event(loop: Loop) -> None:
     greeting = read_events(client)
     assert greeting.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"Content-Type: text/event-stream" in greeting
-    assert greeting.endswith(b'event: hello\ndata: {"image":"1-ab"}\n\n')
+    assert greeting.endswith(b'event: hello\ndata: {"image":"1-ab","changes":0}\n\n')
     loop.own.send("css", {"path": "/static/a.css"})
     assert read_events(client) == b'event: css\ndata: {"path":"/static/a.css"}\n\n'
     loop.own.send("error", {"file": "a.py"})
     error = b'event: error\ndata: {"file":"a.py"}\n\n'
     assert read_events(client) == error
     later = loop.connect(greeted=False)  # an error stands: told to who comes later
-    assert read_events(later, until=error).endswith(b'{"image":"1-ab"}\n\n' + error)
+    hello = b'{"image":"1-ab","changes":1}\n\n'  # it missed one css event
+    assert read_events(later, until=error).endswith(hello + error)
     assert len(loop.own) == 2
 
 
@@ -368,3 +429,72 @@ def test_a_reload_tells_every_stream_to_reload_before_it_ends(loop: Loop) -> Non
     loop.own.close_all(reloading=True)
     assert read_events(client) == b"event: reload\ndata: {}\n\n"
     assert client.recv(100) == b""
+
+
+def test_held_streams_are_greeted_on_release_and_told_nothing_before(loop: Loop) -> None:
+    """A prefork master whose previous code still serves: no hello until it stops."""
+    loop.own.hold()
+    client = loop.connect(greeted=False)
+    loop.own.send("css", {"path": "/a.css"})
+    client.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        client.recv(100)
+    loop.own.release()
+    assert read_events(client).endswith(b'event: hello\ndata: {"image":"1-ab","changes":1}\n\n')
+
+
+def test_what_a_batch_needs_no_restart_for_is_told(loop: Loop) -> None:
+    client = loop.connect()
+    live = livereload.Live("1-ab", loop.own, [("/p/shop/static", "/shop/static/")])
+    live.changed(["/p/shop/static/a.css", "/p/shop/static/b.js", "/p/x/static/c.png"], [])
+    expected = [
+        b'event: css\ndata: {"path":"/shop/static/a.css"}\n\n',
+        b'event: reload\ndata: {"paths":["/shop/static/b.js","/static/c.png"]}\n\n',
+    ]
+    assert read_events(client, until=expected[-1]) == b"".join(expected)
+    live.changed([], ["/p/templates/page.html"])  # a template the framework re-read
+    assert read_events(client) == b"event: reload\ndata: {}\n\n"
+    live.refused([SyntaxProblem("/p/a.py", 1, "invalid syntax", "def (")])
+    assert b'"line":1,"message":"SyntaxError: invalid syntax"' in read_events(client)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "taken"),
+    [
+        ("127.0.0.1", "", True),
+        ("::1", "", True),
+        ("10.0.0.1", "127.0.0.1", False),  # a header never makes a remote peer loopback
+        ("192.168.1.5", "", False),
+    ],
+)
+def test_a_connection_reaches_the_loop_only_from_a_loopback_peer(
+    peer: str, forwarded: str, taken: bool
+) -> None:
+    """The whole path a request takes in every mode: read by the connection, which hands it
+    to the loop, or gives it to the app."""
+    from devserve._engine.connection import HTTPConnection
+    from devserve._engine.wire import ServerInfo
+
+    handed: list[str] = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+        return [b"app"]
+
+    def to_loop(fd: int, target: str) -> None:
+        handed.append(target)
+        os.close(fd)
+
+    server_end, client = socket.socketpair()
+    info = ServerInfo("127.0.0.1", 8069, own_paths=frozenset({EVENTS}), to_loop=to_loop)
+    header = f"X-Forwarded-For: {forwarded}\r\n" if forwarded else ""
+    client.sendall(f"GET {EVENTS} HTTP/1.1\r\nHost: localhost\r\n{header}\r\n".encode())
+    client.shutdown(socket.SHUT_WR)
+    server_end.settimeout(2)
+    HTTPConnection(server_end, (peer, 5555), app, info).serve()
+    client.settimeout(2)
+    answer = client.recv(65536)
+    assert handed == ([EVENTS] if taken else [])
+    assert answer.endswith(b"app") != taken
+    server_end.close()
+    client.close()

@@ -288,7 +288,8 @@ def test_check_syntax_discards_bytecode_it_may_not_write(
 
 def test_the_handover_crosses_the_exec() -> None:
     """A real exec: the listen socket, a connection with what was read of it, a worker's
-    heartbeat pipe with its bytes, the evented socket, the timings, folders and PIN count
+    heartbeat pipe with its bytes, the evented socket, live reload's channel with a
+    stream waiting in it and the image id, the timings, folders and PIN count
     reach the next image of the same process, each on its slot, close-on-exec again, and
     nothing else stays open or in the environment."""
     image = Path(__file__).with_name("handover_image.py")
@@ -314,18 +315,20 @@ def test_the_handover_crosses_the_exec() -> None:
             process.stdout.close()
     assert found.pop("pid") == first["pid"]  # the same process, a new image
     assert found.pop("port") == first["port"]
-    assert found.pop("descriptors") == [3, 4, 5, 6]
+    assert found.pop("descriptors") == [3, 4, 5, 6, 7, 8]
     open_now = found.pop("open")
-    assert set(open_now) >= {0, 1, 2, 3, 4, 5, 6}
-    assert len(open_now) <= 8  # and the listing's own descriptor: nothing leaked
+    assert set(open_now) >= {0, 1, 2, 3, 4, 5, 6, 7, 8}
+    assert len(open_now) <= 10  # and the listing's own descriptor: nothing leaked
     assert found == {
-        "inheritable": [False, False, False, False],
+        "inheritable": [False] * 6,
         "received": "GET /cart HTTP/1.1\r\nHost: sh",
         "worker": [4242, 2],
         "heartbeat": "r.",
         "evented": [first["evented_port"], [4343, 4444]],
         "watched": ["/src/extra", "/src/more"],
         "debugger_failures": 7,
+        "own_channel": ["/__devserve__/events", 1],  # what waited in it
+        "image": "1a2b-c3d4e5f6",
         "reload": ["shop/models.py and 2 more", 1.5, 2.5, True],
         "left_in_environment": [],
     }
