@@ -96,7 +96,19 @@ class CachedFunction(Generic[P, R]):
         with self._lock:
             self._entries.clear()
 
-    def stats(self) -> CacheStats:
+    def stats(self, values: bool = True) -> CacheStats:
+        """Its figures; ``values``: with what it holds (for the size estimate), read under
+        its lock. Without, they are read as they are: the status never waits for a
+        request."""
+        if not values:
+            return CacheStats(
+                self.name,
+                len(self._entries),
+                self.hits,
+                self.misses,
+                self.errors,
+                self.compute_time,
+            )
         with self._lock:
             return CacheStats(
                 self.name,
@@ -157,9 +169,10 @@ def app_modules(roots: Iterable[str]) -> list[Any]:
     return found
 
 
-def all_caches(roots: Iterable[str] = ()) -> list[CacheStats]:
-    """Every ``@cached`` cache, and the functools caches of the modules under ``roots``."""
-    stats = [cache.stats() for cache in list(_registry)]
+def all_caches(roots: Iterable[str] = (), values: bool = True) -> list[CacheStats]:
+    """Every ``@cached`` cache, and the functools caches of the modules under ``roots``
+    (``values``: see :meth:`CachedFunction.stats`)."""
+    stats = [cache.stats(values) for cache in list(_registry)]
     stats.extend(_functools_caches(app_modules(roots)))
     return sorted(stats, key=lambda item: (-item.compute_time, item.name))
 

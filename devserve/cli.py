@@ -26,7 +26,7 @@ from devserve.errors import PROG, DevserveError, ExitCode, UsageError, report
 if TYPE_CHECKING:
     from devserve.addon_commands import Found
 
-__all__ = ["Command", "Help", "Scaffold", "Server", "main"]
+__all__ = ["Command", "Help", "Reload", "Scaffold", "Server", "Status", "Stop", "main"]
 
 DEFAULT_COMMAND = "server"
 
@@ -218,6 +218,83 @@ class Gevent(Server):
 
         runtime.check_gevent()  # before the arguments: the install hint comes first
         return runtime.serve(self.settings(args), evented=True)
+
+
+class Status(Command):
+    """Show what a running devserve is doing: reloads, requests in flight, workers, caches."""
+
+    def parser(self) -> ArgumentParser:
+        """Where the server is: its port, or its pidfile (``DEVSERVE_*`` give defaults)."""
+        parser = ArgumentParser(prog=f"{PROG} {self.name}", description=self.summary())
+        where = parser.add_mutually_exclusive_group()
+        port = os.environ.get(f"{config.ENV_PREFIX}HTTP_PORT", "8069")
+        where.add_argument(
+            "-p",
+            "--http-port",
+            type=values.parse_port,
+            default=values.parse_port(port),
+            metavar="PORT",
+            help=f"the port it serves on (default: {port})",
+        )
+        where.add_argument(
+            "--pidfile",
+            default=os.environ.get(f"{config.ENV_PREFIX}PIDFILE"),
+            metavar="FILE",
+            help="its pidfile: its PID, and the port that process listens on",
+        )
+        parser.add_argument(
+            "--http-interface",
+            default="127.0.0.1",
+            metavar="ADDRESS",
+            help="the address it listens on (default: 127.0.0.1)",
+        )
+        return parser
+
+    def where(self, args: list[str]) -> tuple[Any, argparse.Namespace]:
+        """Where the server is, and the rest of the command line."""
+        from devserve import control
+
+        parser = self.parser()
+        self.options(parser)
+        namespace = parser.parse_args(args)
+        found = control.Where(namespace.http_port, namespace.http_interface, namespace.pidfile)
+        return found, namespace
+
+    def options(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    def run(self, args: list[str]) -> int:
+        from devserve import control
+
+        where, namespace = self.where(args)
+        control.show_status(where, namespace.json)
+        return ExitCode.OK
+
+
+class Reload(Status):
+    """Reload a running devserve (HUP) and wait until its new code serves."""
+
+    def options(self, parser: ArgumentParser) -> None:
+        seconds = values.parse_seconds
+        parser.add_argument("--timeout", type=seconds, default=60.0, help="seconds to wait")
+
+    def run(self, args: list[str]) -> int:
+        from devserve import control
+
+        where, namespace = self.where(args)
+        print(control.reload(where, namespace.timeout))
+        return ExitCode.OK
+
+
+class Stop(Reload):
+    """Stop a running devserve (TERM) and wait until it has ended."""
+
+    def run(self, args: list[str]) -> int:
+        from devserve import control
+
+        where, namespace = self.where(args)
+        print(control.stop(where, namespace.timeout))
+        return ExitCode.OK
 
 
 def _looks_like_target(word: str) -> bool:

@@ -312,6 +312,14 @@ class Settings:
         parse=parse_bool,
         flag=True,
     )
+    status: bool = setting(
+        False,
+        "--status",
+        help="answer GET /__devserve__/status (JSON: what runs, reloads, requests in flight, "
+        "workers, caches) to clients on this machine; on with any --dev",
+        parse=parse_bool,
+        flag=True,
+    )
     debugger_pin: str | None = setting(
         None,
         "--debugger-pin",
@@ -374,6 +382,10 @@ class Settings:
     @property
     def live_reload(self) -> bool:
         return self.reload and not self.no_live_reload
+
+    @property
+    def serves_status(self) -> bool:
+        return self.status or bool(self.dev)
 
 
 def options() -> list[tuple[dataclasses.Field[Any], Option]]:

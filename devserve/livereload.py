@@ -24,13 +24,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import secrets
 import traceback
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from devserve import project
-from devserve._engine.devroutes import PREFIX, DevRoutes, is_loopback_client
+from devserve._engine.devroutes import PREFIX, DevRoutes, is_loopback_client, new_image
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -113,11 +112,6 @@ def setup(
     urls += integration.static_urls()
     urls.sort(key=lambda pair: len(pair[0]), reverse=True)
     return Live(image, DevRoutes(image, error), urls)
-
-
-def new_image() -> str:
-    """An id for the code this process serves: never the same twice."""
-    return f"{os.getpid():x}-{secrets.token_hex(4)}"
 
 
 # --- what the events say ---

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -125,25 +126,62 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
     """A report: a rich table on a terminal, one aligned plain-text log record otherwise."""
     if _rich_console is not None:
         from rich.console import Console
-        from rich.table import Table
 
-        table = Table(title=title)
-        for index, column in enumerate(columns):
-            table.add_column(column, justify="left" if index == 0 else "right")
-        for row in rows:
-            table.add_row(*row)
         assert isinstance(_rich_console, Console)
-        _rich_console.print(table)
+        _rich_console.print(_rich_table(title, columns, rows))
         return
+    logging.getLogger("devserve").info("%s", _plain_table(title, columns, rows))
+
+
+def print_tables(
+    tables: Sequence[tuple[str, Sequence[str], Sequence[Sequence[str]]]],
+    stream: TextIO | None = None,
+) -> None:
+    """A command's output (``devserve status``): rich tables on a terminal, aligned plain
+    text otherwise (a pipe, a file: what a script reads)."""
+    stream = stream or sys.stdout
+    if stream.isatty():
+        from rich.console import Console
+
+        console = Console(file=stream)
+        for title, columns, rows in tables:
+            console.print(_rich_table(title, columns, rows))
+        return
+    for title, columns, rows in tables:
+        print(_plain_table(title, columns, rows), end="\n\n", file=stream)
+
+
+def _rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> object:
+    from rich.table import Table
+
+    table = Table(title=title, show_header=any(columns), title_justify="left")
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+_FIGURE = re.compile(r"-?[\d.,]+ ?(ms|s|MiB|%)?|-|")
+
+
+def _plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned text: the columns of figures to the right, the others to the left."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(columns, *rows, strict=True)]
+    figures = [
+        bool(rows) and all(_FIGURE.fullmatch(str(row[index])) for row in rows)
+        for index in range(len(columns))
+    ]
 
     def line(cells: Sequence[str]) -> str:
-        first, *rest = (str(cell) for cell in cells)
-        right = (cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True))
-        return "  ".join([first.ljust(widths[0]), *right])
+        aligned = (
+            str(cell).rjust(width) if figure else str(cell).ljust(width)
+            for cell, width, figure in zip(cells, widths, figures, strict=True)
+        )
+        return "  ".join(aligned).rstrip()
 
-    text = "\n".join([title, line(columns), *(line(row) for row in rows)])
-    logging.getLogger("devserve").info("%s", text)
+    header = [line(columns)] if any(columns) else []
+    return "\n".join([title, *header, *(line(row) for row in rows)])
 
 
 def _rich_handler(console: object) -> logging.Handler:

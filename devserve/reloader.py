@@ -87,18 +87,47 @@ class Reload:
     kind: str = "exec"  # "exec": a new image of the process; "warm": a fork of the warm parent
     paths: frozenset[str] = frozenset()  # the changed files that reload (none for HUP)
 
-    def summary(self, ready: float) -> str:
-        """``hello/controllers.py (settle 27 + drain 0 + restart 96)`` (a warm reload:
-        ``+ load 12``), in milliseconds."""
+    def breakdown(self, ready: float) -> dict[str, int]:
+        """Milliseconds: ``settle`` (first change to decision), ``drain`` (to the exec or
+        the fork), ``restart`` (an exec) or ``load`` (a warm fork) to ``ready``, ``total``."""
 
         def ms(start: float, end: float) -> int:
             return round((end - start) * 1000)
 
         last = "load" if self.kind == "warm" else "restart"
+        return {
+            "settle": ms(self.first_seen, self.decided),
+            "drain": ms(self.decided, self.exec_at),
+            last: ms(self.exec_at, ready),
+            "total": ms(self.first_seen, ready),
+        }
+
+    def summary(self, ready: float) -> str:
+        """``hello/controllers.py (settle 27 + drain 0 + restart 96)`` (a warm reload:
+        ``+ load 12``), in milliseconds."""
+        parts = self.breakdown(ready)
+        last = "load" if self.kind == "warm" else "restart"
         return (
-            f"{self.cause} (settle {ms(self.first_seen, self.decided)} + drain "
-            f"{ms(self.decided, self.exec_at)} + {last} {ms(self.exec_at, ready)})"
+            f"{self.cause} (settle {parts['settle']} + drain {parts['drain']} + {last} "
+            f"{parts[last]})"
         )
+
+    def record(self, ready: float) -> dict[str, Any]:
+        """For the status: when (wall clock, ISO 8601), why, how, and how long."""
+        at = time.time() - (time.monotonic() - self.first_seen)
+        return {
+            "at": _iso(at),
+            "cause": self.cause,
+            "paths": sorted(self.paths),
+            "kind": self.kind,
+            "ms": self.breakdown(ready),
+        }
+
+
+def _iso(seconds: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
 
 
 def describe_paths(paths: Iterable[str], limit: int = 3) -> str:
@@ -240,6 +269,7 @@ class Handover:
     # Live reload's id of the code serving: still the code of a prefork master's workers
     # that serve on when the next image's code fails to load.
     image: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)  # the last reloads (status)
     watched: list[str] = field(default_factory=list)  # folders to watch beyond the project
     debugger_failures: int = 0  # wrong debugger PINs so far: a reload buys no guesses
 
@@ -281,6 +311,8 @@ class Handover:
             record["own_channel"] = [slot(end.fileno()) for end in self.own_channel]
         if self.image:
             record["image"] = self.image
+        if self.history:
+            record["history"] = self.history
         if self.reload is not None:
             timing = self.reload
             record["reload"] = [
@@ -372,6 +404,9 @@ def _parse(
         raise ValueError("the streams' channel is a pair of descriptors")
     watched = [str(folder) for folder in record["watched"]]
     failures = int(record["debugger_failures"])
+    history = record.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(item, dict) for item in history):
+        raise ValueError("the reloads' history is not a list of records")
     used = [fd for fd, _ in connections] + [fd for *_, fd in workers] + own
     used += [evented[0]] if evented else []
     if len(set(used)) != len(used):
@@ -384,6 +419,7 @@ def _parse(
         evented=HandedChildren(_socket(evented[0]), evented[1]) if evented else None,
         own_channel=(_socket(own[0]), _socket(own[1])) if own else None,
         image=str(record.get("image", "")),
+        history=history,
         watched=watched,
         debugger_failures=failures,
     )

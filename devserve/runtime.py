@@ -29,6 +29,7 @@ from devserve import (
     project,
     reloader,
     servers,
+    status,
     values,
     watching,
 )
@@ -312,24 +313,13 @@ def _evented_child(
     settings: config.Settings,
     given: WSGIApplication | None,
     handed: reloader.HandedChildren | None,
+    evented: bool,
 ) -> EventedChild | None:
-    """With ``--workers`` and ``--gevent-port``: the prefork master's evented child (see
-    :func:`evented_child.from_settings`); refused for an app object, or without gevent."""
+    """Prefork's evented child (see :func:`evented_child.from_settings`); none in gevent
+    mode, which is one."""
     from devserve._engine import evented_child
 
-    if settings.gevent_port is not None and settings.workers:
-        from devserve._engine import gevent
-
-        if given is not None:
-            raise ConfigError(
-                "--gevent-port needs a target the evented child can load itself: an addons "
-                "folder or module:attribute, not an app object handed to devserve.run()"
-            )
-        if not gevent.available():
-            raise ConfigError(
-                f"--gevent-port needs gevent, which is not installed: {gevent.INSTALL_HINT}"
-            )
-    return evented_child.from_settings(settings, handed)
+    return None if evented else evented_child.from_settings(settings, handed, given is not None)
 
 
 def _evented_child_socket(evented: bool) -> socket.socket | None:
@@ -382,7 +372,8 @@ def _run_server(
         remembered=handover.watched,
         live=live,
     )
-    child = None if evented else _evented_child(settings, given, handover.evented)
+    report, own = _status(settings, given, live, handover, watch, parent is not None)
+    child = _evented_child(settings, given, handover.evented, evented)
     server = _make_server(
         settings,
         application,
@@ -397,9 +388,11 @@ def _run_server(
         on_changes=watch.on_changes,
         on_imported=watch.learned if settings.reload else None,
         parent=parent,
-        own=live.routes if live is not None else None,
+        own=own,
     )
     server.changes_quiet_for = watch.quiet_for  # a reload waits for a checkout to end
+    report.server = server
+    report.mode = f"{server.description} (warm reload)" if parent else server.description
     is_evented_child = False
     if evented:
         from devserve._engine import gevent
@@ -411,10 +404,11 @@ def _run_server(
             now = time.monotonic()
             took = (now - reloaded.first_seen) * 1000
             _logger.info("reloaded in %.0f ms (%s): %s", took, reloaded.kind, reloaded.summary(now))
+            report.history = [*report.history, reloaded.record(now)]
         elif is_evented_child:
             _logger.info("evented child serving on %s (pid %d)", server.url, os.getpid())
         else:
-            _print_banner(settings, server, given, application, parent is not None)
+            report.print_banner(settings, server.url, application)
         if parent is not None:
             from devserve._engine import warm
 
@@ -435,6 +429,7 @@ def _run_server(
                 handed.evented = child.handover()
             handed.watched = watch.folders_to_remember()
             handed.debugger_failures = _failed_pins(debugger)
+            handed.history = report.history
             if parent is not None:
                 from devserve._engine import warm
 
@@ -480,6 +475,29 @@ def _in_front(
         live = livereload.setup(settings, served, integration, handover.image if kept else "")
         application = live.wrap(application) if live is not None else application
     return application, holder, debugger, live
+
+
+def _status(
+    settings: config.Settings,
+    given: WSGIApplication | None,
+    live: livereload.Live | None,
+    handover: reloader.Handover,
+    watch: watching.ReloadWatch,
+    warm_child: bool,
+) -> tuple[status.StatusReport, DevRoutes | None]:
+    """This process's status, and devserve's own routes: live reload's (the status among
+    them when it is served: any --dev, or --status), or the status' alone."""
+    from devserve._engine.devroutes import DevRoutes, new_image
+
+    image = live.image if live is not None else new_image()
+    report = status.StatusReport.starting(
+        settings, given, image, handover.history, watch, warm_child
+    )
+    own = live.routes if live is not None else None
+    if settings.serves_status:
+        own = own or DevRoutes(report.image, events=False)
+        own.status = report.snapshot
+    return report, own
 
 
 def _failed_pins(debugger: Any) -> int:
@@ -563,24 +581,3 @@ def _signal_actions(
     settings: config.Settings, given: WSGIApplication | None
 ) -> dict[int, Callable[[], None]]:
     return servers.signal_actions(lambda: project.roots(settings, given))
-
-
-def _print_banner(
-    settings: config.Settings,
-    server: servers.Server,
-    given: WSGIApplication | None,
-    served: WSGIApplication,
-    warm: bool,
-) -> None:
-    """The banner; a warm child's shows its parent: the PID the user sees and signals."""
-    rows = [
-        ("mode", f"{server.description} (warm reload)" if warm else server.description),
-        ("serving", app.describe_target(settings, given)),
-        ("dev", ",".join(settings.dev) or "-"),
-        ("pid", str(os.getppid() if warm else os.getpid())),
-    ]
-    if "werkzeug" in settings.dev:
-        from devserve import debug
-
-        rows.append(("debugger PIN", debug.debugger_pin(served)))
-    log.print_banner(f"devserve serving on {server.url}", rows)

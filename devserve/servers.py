@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from devserve._engine.devroutes import DevRoutes, Stream
+from devserve._engine.wire import RequestInfo
 from devserve.errors import BindError
 from devserve.reloader import GAP_SIGNALS, FileChanges, Handover, Reload, describe_paths
 
@@ -102,6 +103,10 @@ class Server(Protocol):
     def run(self, on_ready: Callable[[], None] | None = None) -> Outcome: ...
 
     def notify(self, event: Any) -> bool: ...
+
+    def in_flight(self) -> list[RequestInfo]: ...
+
+    def children_status(self) -> list[dict[str, Any]]: ...
 
     def handover(self) -> Handover: ...
 
@@ -470,6 +475,14 @@ class ControlLoop:
 
     def busy_requests(self) -> list[Any]:
         """What the app is serving right now (a mode's own)."""
+        return []
+
+    def in_flight(self) -> list[RequestInfo]:
+        """The requests being served now, for the status (a mode's own)."""
+        return []
+
+    def children_status(self) -> list[dict[str, Any]]:
+        """The processes this one keeps (prefork's workers), for the status."""
         return []
 
     def _log_stopping(self) -> None:

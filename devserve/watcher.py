@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from devserve._engine.backends import (
     BACKENDS,
@@ -439,6 +440,18 @@ class Watcher:
 
     def describe(self) -> str:
         return " + ".join(backend.name for backend in self.backends) or "nothing"
+
+    def status(self) -> dict[str, Any]:
+        """For the status: the roots, the backends, how many folders they watch (inotify:
+        each folder; the others: each tree), and the subtrees polled."""
+        watched = [folder for backend in list(self.backends) for folder in backend.folders()]
+        polled = self._poller.folders() if self._poller is not None else []
+        return {
+            "roots": list(self.roots),
+            "backend": self.describe(),
+            "folders": len(watched),
+            "polled": polled,
+        }
 
     def quiet_for(self) -> float:
         """Seconds since a watched file last changed (infinite before any change)."""

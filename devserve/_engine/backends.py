@@ -133,6 +133,11 @@ class Backend(abc.ABC):
         if path in files or self.path_filter.matches(path, root):
             self.emit(path)
 
+    def folders(self) -> list[str]:
+        """The folders this backend watches (for the status): each one a recursive tree
+        unless a backend says otherwise (inotify: each folder)."""
+        return []
+
 
 class PollingBackend(Backend):
     """Compares ``stat`` results every ``interval`` seconds: for filesystems without events,
@@ -174,6 +179,9 @@ class PollingBackend(Backend):
 
     def add_root(self, root: str) -> None:
         self.add(root, root)
+
+    def folders(self) -> list[str]:
+        return [folder for folder, _root in list(self._roots)]
 
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
@@ -232,6 +240,9 @@ class InotifyBackend(Backend):
 
     def add_root(self, root: str) -> None:
         self._add_tree(root, root)
+
+    def folders(self) -> list[str]:
+        return list(self._roots_of)
 
     def _watch(self, path: str, root: str) -> bool:
         import inotify.calls
@@ -391,6 +402,10 @@ class WatchdogBackend(Backend):
                 self._observer.schedule(self._handler(""), folder, recursive=False)
         self._observer.daemon = True
         self._observer.start()
+
+    def folders(self) -> list[str]:
+        emitters = list(self._observer.emitters)
+        return [e.watch.path for e in emitters if e.watch.is_recursive]
 
     def add_root(self, root: str) -> None:
         try:

@@ -172,6 +172,7 @@ class Companion(Protocol):
     before the exec, else they are retired and finish on their own."""
 
     description: str
+    kind: str  # what the status calls its children: "cron", "evented"
     ends_before_exec: bool
 
     @property

@@ -170,6 +170,18 @@ class HTTPConnection:
                 # without a thread (see ``received``).
                 return True
 
+    def claimed_by_loop(self) -> str | None:
+        """When the whole head of a request the control loop answers itself is in (and
+        passes the checks): its target. The loop that read it serves it with no thread."""
+        request = self._read_ahead
+        if not isinstance(request, h11.Request) or self.server.to_loop is None:
+            return None
+        target = request.target.decode("latin-1")
+        method = request.method.decode("latin-1")
+        if not devroutes.claims(method, target, self.client_host, self.server.own_paths):
+            return None
+        return None if check(request, self._head, self.server) else target
+
     def _to_loop(self, request: h11.Request) -> bool:
         """A request devserve answers itself (``/__devserve__/``, from this machine): the
         connection goes to the control loop, which holds it without a thread."""

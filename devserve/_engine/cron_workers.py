@@ -66,6 +66,7 @@ class CronWorkers:
     """The cron workers of a prefork master, one per slot."""
 
     description = ""
+    kind = "cron"
     ends_before_exec = True  # the next image's workers must not overlap these
 
     def __init__(

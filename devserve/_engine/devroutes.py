@@ -1,6 +1,10 @@
 """devserve's own routes, under ``/__devserve__/``: answered by the control loop, never by the
 app, and only to clients on this machine.
 
+``GET /__devserve__/status`` answers what the server is doing, as JSON (the composition root
+hands the function that makes it: :mod:`devserve.status`), written from here without a
+thread, so it answers while every request thread is busy.
+
 ``GET /__devserve__/events`` is live reload's event stream (Server-Sent Events). A connection
 that asks for it is taken from whoever read its request (a request thread, a greenlet, a
 prefork worker, which passes the descriptor to its master) and given to the control loop
@@ -31,15 +35,26 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 import selectors
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["EVENTS", "DevRoutes", "Stream", "claims", "is_loopback_client"]
+__all__ = [
+    "EVENTS",
+    "STATUS",
+    "DevRoutes",
+    "Stream",
+    "claims",
+    "is_loopback_client",
+    "new_image",
+]
 
 _logger = logging.getLogger("devserve.access")
 
 PREFIX = "/__devserve__/"
 EVENTS = PREFIX + "events"
+STATUS = PREFIX + "status"
 MAX_PENDING = 64 << 10  # bytes a stream may owe its client; past it, the client is dropped
 EVENT_STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\n"
@@ -48,6 +63,12 @@ EVENT_STREAM_HEAD = (
     b"X-Accel-Buffering: no\r\n"
     b"Connection: close\r\n\r\n"
 )
+
+
+def new_image() -> str:
+    """An id for the code a process serves (live reload's, the status'): never the same
+    twice."""
+    return f"{os.getpid():x}-{secrets.token_hex(4)}"
 
 
 def is_loopback_client(host: str) -> bool:
@@ -77,10 +98,11 @@ def event(name: str, data: dict[str, Any]) -> bytes:
 class Stream:
     """An open event stream: its descriptor, and what it still owes its client."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, answer: bool = False) -> None:
         self.fd = fd
         self.pending = b""
         self.greeted = False  # told its hello (events go to greeted streams only)
+        self.answer = answer  # one answer (the status), closed once it is sent
 
 
 class DevRoutes:
@@ -89,10 +111,17 @@ class DevRoutes:
     Only the loop's thread calls it: the streams are taken through the loop's events, and
     the events sent are decided by the loop (a batch of changes)."""
 
-    def __init__(self, image: str, error: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        image: str,
+        error: dict[str, Any] | None = None,
+        events: bool = True,
+        status: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.image = image  # the code serving: a new one with every image and serving child
         self.error = error  # the standing error (a failed load, a refused change), if any
-        self.paths = frozenset({EVENTS})
+        self.events = events  # live reload's event streams
+        self.status = status  # what GET /__devserve__/status answers, if it is served
         self._streams: dict[int, Stream] = {}
         self._selector: selectors.BaseSelector | None = None
         self._open = True
@@ -100,7 +129,13 @@ class DevRoutes:
         self.changes = 0  # css and reload events sent: a page back in view compares
 
     def __len__(self) -> int:
-        return len(self._streams)
+        return len([stream for stream in self._streams.values() if not stream.answer])
+
+    @property
+    def paths(self) -> frozenset[str]:
+        """The paths answered here (fixed once the server is made: connections read them)."""
+        paths = {EVENTS} if self.events else set()
+        return frozenset(paths | ({STATUS} if self.status is not None else set()))
 
     def attach(self, selector: selectors.BaseSelector) -> None:
         """The control loop's selector, where the streams wait."""
@@ -108,17 +143,36 @@ class DevRoutes:
 
     def take(self, fd: int, target: str) -> None:
         """A connection whose request is ``GET target`` (claimed): answered from here on."""
-        if not self._open or self._selector is None or target.split("?", 1)[0] != EVENTS:
+        path = target.split("?", 1)[0]
+        if not self._open or self._selector is None or path not in self.paths:
             os.close(fd)  # stopping or reloading: the client comes back to the next image
             return
         os.set_blocking(fd, False)
         os.set_inheritable(fd, False)  # passed by a prefork worker: not for a next exec
-        stream = Stream(fd)
+        stream = Stream(fd, answer=path == STATUS)
         self._streams[fd] = stream
         self._selector.register(fd, selectors.EVENT_READ, stream)
-        if not self.holding:
+        if stream.answer:
+            self._write(stream, self._status_response())
+        elif not self.holding:
             self._greet(stream)
-        _logger.debug("event stream %d opened (%d open)", fd, len(self._streams))
+            _logger.debug("event stream %d opened (%d open)", fd, len(self))
+
+    def _status_response(self) -> bytes:
+        """The status as a whole JSON response; what went wrong, if it could not be made."""
+        assert self.status is not None
+        code, reason = 200, b"OK"
+        try:
+            body = json.dumps(self.status(), indent=1).encode()
+        except Exception as error:  # the loop goes on: the asker is told why
+            _logger.exception("the status could not be made")
+            code, reason = 500, b"Internal Server Error"
+            body = json.dumps({"error": f"{type(error).__name__}: {error}"}).encode()
+        head = (
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Cache-Control: no-store\r\nConnection: close\r\n\r\n" % (code, reason, len(body))
+        )
+        return head + body
 
     def hold(self) -> None:
         """Streams are taken but not greeted until :meth:`release`: a prefork master whose
@@ -130,7 +184,7 @@ class DevRoutes:
         """Greet the streams held: the new code serves every request from now on."""
         self.holding = False
         for stream in list(self._streams.values()):
-            if not stream.greeted:
+            if not stream.greeted and not stream.answer:
                 self._greet(stream)
 
     def _greet(self, stream: Stream) -> None:
@@ -149,7 +203,7 @@ class DevRoutes:
             self.changes += 1
         message = event(name, data)
         for stream in list(self._streams.values()):
-            if stream.greeted:
+            if stream.greeted and not stream.answer:
                 self._write(stream, message)
 
     def ready(self, stream: Stream, mask: int) -> None:
@@ -175,7 +229,7 @@ class DevRoutes:
         if reloading:
             message = event("reload", {})
             for stream in list(self._streams.values()):
-                if stream.greeted:
+                if stream.greeted and not stream.answer:
                     self._write(stream, message)
         self._open = False
         for stream in list(self._streams.values()):
@@ -201,7 +255,9 @@ class DevRoutes:
             self._close(stream)
             return
         stream.pending = out[sent:]
-        if len(stream.pending) > MAX_PENDING:  # a client that does not read
+        if (stream.answer and not stream.pending) or (
+            len(stream.pending) > MAX_PENDING and not stream.answer  # a client that does not read
+        ):
             self._close(stream)
             return
         assert self._selector is not None

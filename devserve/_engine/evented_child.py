@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 
 from devserve import config, values
 from devserve._engine.children import Backoff, Processes, describe_exit
+from devserve.errors import ConfigError
 from devserve.reloader import HandedChildren
 
 __all__ = [
@@ -40,12 +41,33 @@ CHILD_FD = 3
 STARTED_AFTER = 5.0  # a child alive this long has started; dying later is not a boot failure
 
 
-def from_settings(settings: config.Settings, handed: HandedChildren | None) -> EventedChild | None:
+INSTALL_HINT = "pip install 'devserve[gevent]'"
+
+
+def available() -> bool:
+    """Whether gevent is installed (the gevent mode and the evented child need it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("gevent") is not None
+
+
+def from_settings(
+    settings: config.Settings, handed: HandedChildren | None, app_object: bool = False
+) -> EventedChild | None:
     """With ``--workers`` and ``--gevent-port``: the evented child, on a socket bound once
-    (or kept from the previous image). Without: the previous image's child, if any, is
-    stopped."""
+    (or kept from the previous image); refused for an app object handed to
+    ``devserve.run()`` (``app_object``: the child must load the target itself), or without
+    gevent. Without: the previous image's child, if any, is stopped."""
     from devserve.servers import bind_socket
 
+    if settings.gevent_port is not None and settings.workers:
+        if app_object:
+            raise ConfigError(
+                "--gevent-port needs a target the evented child can load itself: an addons "
+                "folder or module:attribute, not an app object handed to devserve.run()"
+            )
+        if not available():
+            raise ConfigError(f"--gevent-port needs gevent, which is not installed: {INSTALL_HINT}")
     sock, previous = (handed.sock, list(handed.pids)) if handed else (None, [])
     if settings.gevent_port is None or not settings.workers:
         if sock is not None:  # --gevent-port (or --workers) was dropped: the child goes
@@ -92,6 +114,7 @@ class EventedChild:
     """The evented child of a prefork master: started, respawned when it dies (backing off
     when it dies at start), restarted on reload, stopped with the master."""
 
+    kind = "evented"
     ends_before_exec = False  # retired: it finishes its requests while the next image starts
 
     def __init__(

@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING, Any
 from devserve._engine.children import orphaned, set_title
 from devserve._engine.connection import HTTPConnection
 from devserve._engine.devroutes import DevRoutes
-from devserve._engine.evented_child import PARENT_ENV, SOCKET_ENV
+from devserve._engine.evented_child import (
+    INSTALL_HINT,
+    PARENT_ENV,
+    SOCKET_ENV,
+    available,
+)
 from devserve._engine.wire import BODY_TIMEOUT, RequestInfo, ServerInfo, close_connection
 from devserve.limits import Limits
 from devserve.reloader import GAP_SIGNALS, FileChanges
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
 __all__ = [
+    "INSTALL_HINT",
     "GeventServer",
     "available",
     "child_socket",
@@ -55,13 +61,6 @@ _logger = logging.getLogger("devserve.evented")
 
 WATCHDOG_EVERY = 1.0  # seconds between two checks of the parent and of memory
 FIRST_REQUEST_WAIT = 1.0  # stopping: how long a connection just accepted gets to send
-INSTALL_HINT = "pip install 'devserve[gevent]'"
-
-
-def available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("gevent") is not None
 
 
 def is_patched() -> bool:
@@ -313,6 +312,9 @@ class GeventServer(ControlLoop):
                 return
 
     def busy_requests(self) -> list[RequestInfo]:
+        return list(self.requests.values())
+
+    def in_flight(self) -> list[RequestInfo]:
         return list(self.requests.values())
 
     def _drain(self) -> None:

@@ -43,7 +43,8 @@ from devserve._engine.children import (
     set_title,
 )
 from devserve._engine.devroutes import DevRoutes
-from devserve._engine.wire import ServerInfo
+from devserve._engine.scoreboard import Scoreboard
+from devserve._engine.wire import RequestInfo, ServerInfo
 from devserve._engine.worker import HEARTBEAT_EVERY, READY, WorkerProcess, read_heartbeats
 from devserve.reloader import FileChanges, HandedWorker, Handover
 from devserve.servers import ControlLoop, Outcome
@@ -77,6 +78,7 @@ class Worker:
     # here, its end is its heartbeat pipe's end of file.
     foreign: bool = False
     unread: bytes = b""  # the start of a message whose end has not come yet
+    born: float | None = None  # time.monotonic() of its fork (an adopted one: unknown)
 
     def describe(self) -> str:
         return f"worker #{self.number} (pid {self.pid})"
@@ -149,6 +151,8 @@ class PreforkServer(ControlLoop):
         # this loop holds it. One socket pair for all (each message is one descriptor),
         # kept across reloads: the previous code's workers pass theirs to this master.
         self._own_channel: tuple[socket.socket, socket.socket] | None = None
+        # What each worker serves, for the status (only when it is served).
+        self.scoreboard = Scoreboard() if own is not None and own.status is not None else None
         if own is not None:
             pair = own_channel or socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             self._own_channel = pair
@@ -358,17 +362,61 @@ class PreforkServer(ControlLoop):
             adopter=self.adopter,
             to_master=self._own_channel[1] if self._own_channel is not None else None,
             own_paths=self.own.paths if self.own is not None else frozenset(),
+            scoreboard=self.scoreboard,
         )
+        if self.scoreboard is not None:
+            self.scoreboard.clear(number)
         pid = self.processes.fork(body, f"worker #{number}")
         os.close(write_end)
         os.set_blocking(read_end, False)
-        worker = Worker(pid, number, read_end, last_seen=self.clock())
+        worker = Worker(pid, number, read_end, last_seen=self.clock(), born=time.monotonic())
         self.workers[pid] = worker
         self._selector.register(read_end, selectors.EVENT_READ, worker)
 
     def _watch_heartbeat(self, worker: Worker) -> None:
         self._pipes.add(worker.heartbeat)
         self._selector.register(worker.heartbeat, selectors.EVENT_READ, worker)
+
+    # --- what the status shows ---
+
+    def in_flight(self) -> list[RequestInfo]:
+        """The requests this master's workers serve now (the previous code's: unknown)."""
+        if self.scoreboard is None:
+            return []
+        found = (self.scoreboard.read(w.number)[0] for w in self.workers.values() if w.born)
+        return [request for request in found if request is not None]
+
+    def children_status(self) -> list[dict[str, Any]]:
+        """Every child: the workers (their number, requests served, memory, age, request)
+        and the companions (cron workers, the evented child)."""
+        import psutil
+
+        now = time.monotonic()
+        rows: list[dict[str, Any]] = []
+        for worker in [*self.workers.values(), *self.old.values()]:
+            request, served = (None, None)
+            if self.scoreboard is not None and worker.born:
+                request, served = self.scoreboard.read(worker.number)
+            rows.append(
+                {
+                    "pid": worker.pid,
+                    "number": worker.number,
+                    "kind": "http",
+                    "code": "previous" if worker.pid in self.old or not worker.born else "current",
+                    "requests": served,
+                    "age_s": round(now - worker.born, 1) if worker.born else None,
+                    "request": request.describe() if request is not None else None,
+                }
+            )
+        for companion in self.companions:
+            rows += [{"pid": pid, "kind": companion.kind} for pid in companion.pids]
+        for row in rows:
+            try:
+                rss = psutil.Process(int(row["pid"])).memory_info().rss
+                row["rss_mib"] = round(rss / 2**20, 1)
+            except psutil.Error:
+                row["rss_mib"] = None
+        return rows
 
     # --- children that end ---
 

@@ -375,6 +375,10 @@ class ThreadedServer(ControlLoop):
         self._selector.unregister(held.connection)
         del self._arriving[fd]
         self._loop_bytes -= held.body_bytes
+        target = held.http.claimed_by_loop() if held.http is not None else None
+        if target is not None and self.own is not None:  # devserve's own: no thread needed
+            self.own.take(held.connection.detach(), target)
+            return
         self._ready.append(held)
         self._serve_ready()
 
@@ -499,6 +503,10 @@ class ThreadedServer(ControlLoop):
     def busy_requests(self) -> list[RequestThread]:
         """The threads inside the app right now."""
         return [thread for thread in self.pool.busy() if thread.request is not None]
+
+    def in_flight(self) -> list[RequestInfo]:
+        requests = (thread.request for thread in self.pool.busy())
+        return [request for request in requests if request is not None]
 
     def _drain(self) -> None:
         """Let running requests finish within the grace period (a second INT/TERM ends the

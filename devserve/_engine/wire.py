@@ -54,6 +54,15 @@ class RequestInfo:
     def age(self) -> float:
         return time.monotonic() - self.started
 
+    def describe(self) -> dict[str, object]:
+        """For the status: method, path, client, age in seconds."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "client": self.client,
+            "age_s": round(self.age, 3),
+        }
+
 
 @dataclasses.dataclass(frozen=True)
 class ServerInfo:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from devserve import limits as resource_limits
 from devserve._engine.children import orphaned
 from devserve._engine.connection import HTTPConnection
+from devserve._engine.scoreboard import Scoreboard
 from devserve._engine.wire import HEAD_TIMEOUT, RequestInfo, ServerInfo, close_connection
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class WorkerProcess:
         adopter: int | None = None,
         to_master: socket.socket | None = None,
         own_paths: frozenset[str] = frozenset(),
+        scoreboard: Scoreboard | None = None,
     ) -> None:
         self.app = app
         self.listener = listener
@@ -93,6 +95,7 @@ class WorkerProcess:
             own_paths=own_paths if to_master is not None else frozenset(),
             to_loop=self._pass if to_master is not None else None,
         )
+        self.scoreboard = scoreboard  # where this worker writes what it serves (the status)
         self.stopping = False
         self.served = 0
         self._last_beat = 0.0
@@ -144,6 +147,8 @@ class WorkerProcess:
 
         def track(info: RequestInfo | None) -> None:
             thread.request = info  # type: ignore[attr-defined]
+            if self.scoreboard is not None:
+                self.scoreboard.write(self.number, info, self.served + (info is None))
 
         resource_limits.arm_cpu_limit(self.limits.time_cpu)
         http = HTTPConnection(connection, client, self.app, self.server_info, track)

@@ -70,7 +70,7 @@ def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["frobnicate"]) == ExitCode.USAGE
     line = one_error_line(capsys)
     assert "unknown command 'frobnicate'" in line
-    assert "(known commands: gevent, help, scaffold, server; give --addons-path DIRS" in line
+    assert "(known commands: gevent, help, reload, scaffold, server, status, stop; give --addons-path DIRS" in line
 
 
 @pytest.mark.parametrize(

@@ -280,7 +280,7 @@ def test_the_client_script_is_the_middlewares_to_serve() -> None:
 
 
 def test_every_image_has_its_own_id() -> None:
-    assert len({livereload.new_image() for _ in range(100)}) == 100
+    assert len({devroutes.new_image() for _ in range(100)}) == 100
 
 
 # --- what the events say ---

@@ -102,6 +102,7 @@ class FakeCompanion:
     """A companion group of one child, as cron workers or the evented child are."""
 
     description = "a companion"
+    kind = "companion"
 
     def __init__(self, ends_before_exec: bool) -> None:
         self.ends_before_exec = ends_before_exec
