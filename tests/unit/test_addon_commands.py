@@ -296,7 +296,8 @@ def test_unknown_command_says_where_it_looked(
     assert cli.main([str(tools), "greeet"]) == ExitCode.USAGE
     line = one_error_line(capsys)
     assert (
-        "unknown command 'greeet' (known commands: gevent, help, reload, scaffold, server, status, stop; "
+        "unknown command 'greeet' (known commands: gevent, help, reload, scaffold, server, "
+        "status, stop; "
         f"no addon of {tools}" in line
     )
     assert "cli/greeet.py" in line

@@ -3,9 +3,12 @@ the events say, and the control loop's streams on real socket pairs."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import selectors
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ import pytest
 
 from devserve import livereload
 from devserve._engine import devroutes
-from devserve._engine.devroutes import EVENTS, DevRoutes, claims, is_loopback_client
+from devserve._engine.devroutes import EVENTS, STATUS, DevRoutes, claims, is_loopback_client
 from devserve.reloader import SyntaxProblem
 
 TAG = b'<script src="/__devserve__/client.js" data-image="1-ab" defer></script>'
@@ -458,17 +461,20 @@ def test_what_a_batch_needs_no_restart_for_is_told(loop: Loop) -> None:
     assert b'"line":1,"message":"SyntaxError: invalid syntax"' in read_events(client)
 
 
+@pytest.mark.parametrize("path", [EVENTS, STATUS])
 @pytest.mark.parametrize(
     ("peer", "forwarded", "taken"),
     [
         ("127.0.0.1", "", True),
         ("::1", "", True),
+        ("::ffff:127.0.0.1", "", True),
         ("10.0.0.1", "127.0.0.1", False),  # a header never makes a remote peer loopback
+        ("2001:db8::5", "::1", False),
         ("192.168.1.5", "", False),
     ],
 )
 def test_a_connection_reaches_the_loop_only_from_a_loopback_peer(
-    peer: str, forwarded: str, taken: bool
+    peer: str, forwarded: str, taken: bool, path: str
 ) -> None:
     """The whole path a request takes in every mode: read by the connection, which hands it
     to the loop, or gives it to the app."""
@@ -486,15 +492,72 @@ def test_a_connection_reaches_the_loop_only_from_a_loopback_peer(
         os.close(fd)
 
     server_end, client = socket.socketpair()
-    info = ServerInfo("127.0.0.1", 8069, own_paths=frozenset({EVENTS}), to_loop=to_loop)
+    info = ServerInfo("127.0.0.1", 8069, own_paths=frozenset({EVENTS, STATUS}), to_loop=to_loop)
     header = f"X-Forwarded-For: {forwarded}\r\n" if forwarded else ""
-    client.sendall(f"GET {EVENTS} HTTP/1.1\r\nHost: localhost\r\n{header}\r\n".encode())
+    client.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{header}\r\n".encode())
     client.shutdown(socket.SHUT_WR)
     server_end.settimeout(2)
     HTTPConnection(server_end, (peer, 5555), app, info).serve()
     client.settimeout(2)
     answer = client.recv(65536)
-    assert handed == ([EVENTS] if taken else [])
+    assert handed == ([path] if taken else [])
     assert answer.endswith(b"app") != taken
     server_end.close()
     client.close()
+
+
+def test_the_status_is_one_json_answer_then_the_connection_closes(loop: Loop) -> None:
+    loop.own.status = lambda: {"pid": 42, "image": "1-ab", "text": "x" * 300_000}
+    server, client = socket.socketpair()
+    loop.clients.append(client)
+    loop.own.take(server.detach(), STATUS + "?now")
+    # A big answer goes out as the client reads it, from the loop's selector.
+    data, done = b"", False
+    client.setblocking(False)
+    deadline = time.monotonic() + 5
+    while not done and time.monotonic() < deadline:
+        for key, mask in loop.selector.select(timeout=0.01):
+            loop.own.ready(key.data, mask)
+        with contextlib.suppress(BlockingIOError):
+            chunk = client.recv(1 << 20)
+            data += chunk
+            done = not chunk
+    assert done
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Type: application/json" in head
+    assert f"Content-Length: {len(body)}".encode() in head
+    assert json.loads(body)["pid"] == 42
+    assert len(loop.own) == 0  # no stream: the connection is closed
+
+
+def test_a_status_that_cannot_be_made_is_a_500_saying_why(loop: Loop) -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("no status today")
+
+    loop.own.status = broken
+    server, client = socket.socketpair()
+    loop.clients.append(client)
+    loop.own.take(server.detach(), STATUS)
+    client.settimeout(2)
+    answer = client.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 500 Internal Server Error")
+    assert answer.endswith(b'{"error": "RuntimeError: no status today"}')
+
+
+def test_the_scoreboard_is_shared_with_a_forked_worker() -> None:
+    from devserve._engine.scoreboard import Scoreboard
+    from devserve._engine.wire import RequestInfo
+
+    board = Scoreboard()
+    board.clear(2)
+    pid = os.fork()
+    if pid == 0:  # the worker: writes its request, as a request starts
+        board.write(2, RequestInfo("POST", "/cart?x=1", "::1", 123.5), 7)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    request, served = board.read(2)
+    assert served == 7 and request == RequestInfo("POST", "/cart?x=1", "::1", 123.5)
+    board.write(2, None, 8)
+    assert board.read(2) == (None, 8)
+    assert board.read(0) == (None, 0) and board.read(board.slots + 1) == (None, 0)
+    board.close()
