@@ -140,14 +140,17 @@ _LRU_WRAPPER: type = getattr(functools, "_lru_cache_wrapper")  # noqa: B009
 
 
 def _functools_caches(modules: Iterable[Any]) -> Iterator[CacheStats]:
-    """``lru_cache``/``cache`` wrappers defined at module level or on module classes."""
+    """``lru_cache``/``cache`` wrappers defined at module level or on module classes. Only
+    types are looked at (``type(value)``): a module's lazy object (Django's
+    ``SimpleLazyObject``) is never made to evaluate, and the namespaces are copied first
+    (a request thread may add to them meanwhile)."""
     seen: set[int] = set()
     for module in modules:
-        namespaces = [vars(module)]
-        namespaces += [vars(v) for v in vars(module).values() if isinstance(v, type)]
+        namespaces = [list(vars(module).values())]
+        namespaces += [list(vars(v).values()) for v in namespaces[0] if issubclass(type(v), type)]
         for namespace in namespaces:
-            for value in list(namespace.values()):
-                if not isinstance(value, _LRU_WRAPPER) or id(value) in seen:
+            for value in namespace:
+                if type(value) is not _LRU_WRAPPER or id(value) in seen:
                     continue
                 value = typing.cast(Any, value)
                 seen.add(id(value))
@@ -158,21 +161,38 @@ def _functools_caches(modules: Iterable[Any]) -> Iterator[CacheStats]:
                 )
 
 
+_found_modules: dict[tuple[int, tuple[str, ...]], list[Any]] = {}
+
+
 def app_modules(roots: Iterable[str]) -> list[Any]:
-    """The imported modules whose file lies under one of ``roots``."""
-    prefixes = tuple(os.path.join(os.path.realpath(root), "") for root in roots)
-    found = []
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if path and os.path.realpath(path).startswith(prefixes):
-            found.append(module)
-    return found
+    """The imported modules whose file lies under one of ``roots`` (looked for again only
+    when modules were imported since: the status asks often)."""
+    roots = tuple(roots)
+    key = (len(sys.modules), roots)
+    if key not in _found_modules:
+        prefixes = tuple(os.path.join(os.path.realpath(root), "") for root in roots)
+        found = []
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if isinstance(path, str) and os.path.realpath(path).startswith(prefixes):
+                found.append(module)
+        _found_modules.clear()
+        _found_modules[key] = found
+    return _found_modules[key]
 
 
 def all_caches(roots: Iterable[str] = (), values: bool = True) -> list[CacheStats]:
     """Every ``@cached`` cache, and the functools caches of the modules under ``roots``
     (``values``: see :meth:`CachedFunction.stats`)."""
-    stats = [cache.stats(values) for cache in list(_registry)]
+    for _ in range(3):  # a cache defined meanwhile, in another thread: look again
+        try:
+            registered = list(_registry)
+            break
+        except RuntimeError:
+            continue
+    else:
+        registered = []
+    stats = [cache.stats(values) for cache in registered]
     stats.extend(_functools_caches(app_modules(roots)))
     return sorted(stats, key=lambda item: (-item.compute_time, item.name))
 

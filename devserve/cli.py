@@ -224,23 +224,19 @@ class Status(Command):
     """Show what a running devserve is doing: reloads, requests in flight, workers, caches."""
 
     def parser(self) -> ArgumentParser:
-        """Where the server is: its port, or its pidfile (``DEVSERVE_*`` give defaults)."""
+        """Where the server is: its port, or its pidfile (by default, as ``DEVSERVE_PIDFILE``
+        or ``DEVSERVE_HTTP_PORT`` say, else port 8069)."""
         parser = ArgumentParser(prog=f"{PROG} {self.name}", description=self.summary())
         where = parser.add_mutually_exclusive_group()
-        port = os.environ.get(f"{config.ENV_PREFIX}HTTP_PORT", "8069")
         where.add_argument(
             "-p",
             "--http-port",
             type=values.parse_port,
-            default=values.parse_port(port),
             metavar="PORT",
-            help=f"the port it serves on (default: {port})",
+            help="the port it serves on (default: 8069)",
         )
         where.add_argument(
-            "--pidfile",
-            default=os.environ.get(f"{config.ENV_PREFIX}PIDFILE"),
-            metavar="FILE",
-            help="its pidfile: its PID, and the port that process listens on",
+            "--pidfile", metavar="FILE", help="its pidfile: its PID, and the port it listens on"
         )
         parser.add_argument(
             "--http-interface",
@@ -257,7 +253,7 @@ class Status(Command):
         parser = self.parser()
         self.options(parser)
         namespace = parser.parse_args(args)
-        found = control.Where(namespace.http_port, namespace.http_interface, namespace.pidfile)
+        found = control.locate(namespace.http_port, namespace.pidfile, namespace.http_interface)
         return found, namespace
 
     def options(self, parser: ArgumentParser) -> None:

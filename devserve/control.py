@@ -19,14 +19,16 @@ import signal
 import time
 from typing import Any
 
-from devserve import log
-from devserve.errors import DevserveError
+from devserve import log, values
+from devserve.config import ENV_PREFIX
+from devserve.errors import DevserveError, UsageError
 
-__all__ = ["NotRunningError", "Where", "reload", "show_status", "stop"]
+__all__ = ["NotRunningError", "Where", "locate", "reload", "show_status", "stop"]
 
 STATUS_PATH = "/__devserve__/status"
+DEFAULT_PORT = 8069
 ASK_TIMEOUT = 3.0  # seconds a status request may take
-POLL = 0.02  # seconds between two looks while waiting
+POLL = 0.05  # seconds between two looks while waiting (each one a status to make)
 
 
 class NotRunningError(DevserveError):
@@ -55,22 +57,48 @@ class Where:
 # --- finding the server ---
 
 
+def locate(port: int | None, pidfile: str | None, interface: str) -> Where:
+    """Where to look: the port or pidfile given, else the ``DEVSERVE_PIDFILE`` or
+    ``DEVSERVE_HTTP_PORT`` the server would have been started with, else port 8069."""
+    if port is None and pidfile is None:
+        pidfile = os.environ.get(f"{ENV_PREFIX}PIDFILE") or None
+    if port is None and pidfile is None:
+        text = os.environ.get(f"{ENV_PREFIX}HTTP_PORT", str(DEFAULT_PORT))
+        try:
+            port = values.parse_port(text)
+        except ValueError as error:
+            raise UsageError(f"{ENV_PREFIX}HTTP_PORT={text!r}: {error}; give -p PORT") from None
+    return Where(port or DEFAULT_PORT, interface, pidfile)
+
+
 def pid_of(where: Where) -> int:
     """The PID the pidfile names, if that process runs."""
     assert where.pidfile is not None
     try:
         with open(where.pidfile, encoding="ascii") as file:
-            pid = int(file.read().strip())
+            text = file.read().strip()
     except FileNotFoundError:
         raise NotRunningError(
             f"no pidfile {where.pidfile}: devserve is not running with --pidfile {where.pidfile}"
         ) from None
     except (OSError, ValueError) as error:
         raise NotRunningError(f"cannot read a PID from {where.pidfile}: {error}") from None
+    pid = _pid(text, where.pidfile)
     if not _alive(pid):
         raise NotRunningError(
             f"the pidfile {where.pidfile} names process {pid}, which is not running"
         )
+    return pid
+
+
+def _pid(value: object, source: str) -> int:
+    """A PID devserve could have: a whole number above 1 (0, -1 and init are never one)."""
+    try:
+        pid = int(str(value))
+    except ValueError:
+        pid = 0
+    if pid <= 1:
+        raise NotRunningError(f"{source} gives no PID devserve could have: {value!r}")
     return pid
 
 
@@ -83,20 +111,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _listening_ports(pid: int) -> list[int]:
-    """The TCP ports the process listens on (a warm parent holds devserve's)."""
+def _listening(pid: int) -> list[tuple[str, int]]:
+    """The TCP addresses the process listens on (a warm parent holds devserve's)."""
     import psutil
 
     try:
         connections = psutil.Process(pid).net_connections(kind="tcp")
     except psutil.Error:
         return []
-    return [c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN]
+    found = [(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN]
+    return [(Where(port, ip).host, port) for ip, port in found]
 
 
 def ask(host: str, port: int) -> dict[str, Any] | None:
     """The status a server at host:port answers; None when it answers something else (no
-    status served there: the app's 404). Raises OSError when nothing answers."""
+    status served there: the app's 404). Raises OSError when nothing answers, and
+    NotRunningError for a status that failed (a 500 saying why)."""
     connection = http.client.HTTPConnection(host, port, timeout=ASK_TIMEOUT)
     try:
         connection.request("GET", STATUS_PATH, headers={"Accept": "application/json"})
@@ -106,35 +136,46 @@ def ask(host: str, port: int) -> dict[str, Any] | None:
         raise OSError(str(error)) from error
     finally:
         connection.close()
-    if response.status != 200 or "json" not in (response.getheader("Content-Type") or ""):
+    if "json" not in (response.getheader("Content-Type") or ""):
         return None
     try:
         found = json.loads(body)
     except ValueError:
         return None
-    return found if isinstance(found, dict) and "image" in found else None
+    if response.status == 500 and isinstance(found, dict) and "error" in found:
+        raise NotRunningError(
+            f"devserve at {host}:{port} could not make its status: {found['error']}"
+        )
+    ok = response.status == 200 and isinstance(found, dict) and "image" in found
+    return found if ok else None
 
 
 def status_of(where: Where) -> dict[str, Any]:
-    """The server's status; NotRunningError saying why there is none."""
-    ports = [where.port]
+    """The server's status; NotRunningError saying why there is none. Through a pidfile:
+    the status, among those of the ports the process listens on, that names that process
+    (not one of its children's: prefork's evented child answers on its own port)."""
+    addresses = [(where.host, where.port)]
+    pid = None
     if where.pidfile is not None:
         pid = pid_of(where)
-        ports = _listening_ports(pid)
-        if not ports:
+        addresses = _listening(pid)
+        if not addresses:
             raise NotRunningError(f"process {pid} ({where.describe()}) listens on no TCP port")
     refused: OSError | None = None
-    for port in ports:
+    other = None
+    for host, port in addresses:
         try:
-            found = ask(where.host, port)
+            found = ask(host, port)
         except OSError as error:
             refused = error
             continue
-        if found is not None:
+        if found is not None and (pid is None or str(found.get("pid")) == str(pid)):
             return found
+        other = other or f"{host}:{port}"
+    if other is not None:
         raise NotRunningError(
-            f"{where.host}:{port} answers, but not with devserve's status: start devserve "
-            "with --status (or any --dev)"
+            f"{other} answers, but not with devserve's status: start devserve with --status "
+            "(or any --dev)"
         )
     raise NotRunningError(
         f"nothing answers at {where.describe()} ({_reason(refused)}): is devserve running? "
@@ -148,6 +189,19 @@ def _reason(error: OSError | None) -> str:
     return error.strerror or str(error) if error is not None else "no answer"
 
 
+def server_pid(where: Where, found: dict[str, Any]) -> int:
+    """The PID to signal: the one the status names, once it is checked that this process
+    listens where the status was asked (a server saying it is another process, or a
+    foreign one answering JSON, gets no signal)."""
+    pid = _pid(found.get("pid"), f"the status at {where.describe()}")
+    if where.pidfile is None and where.port not in {port for _, port in _listening(pid)}:
+        raise NotRunningError(
+            f"the status at {where.describe()} names process {pid}, which does not listen "
+            f"there: not signalling it"
+        )
+    return pid
+
+
 # --- the commands ---
 
 
@@ -156,33 +210,62 @@ def show_status(where: Where, as_json: bool) -> None:
     if as_json:
         print(json.dumps(found, indent=2))
         return
-    log.print_tables(_tables(found))
+    try:
+        tables = _tables(found)
+    except (AttributeError, KeyError, TypeError, ValueError):  # another version's shape
+        print(json.dumps(found, indent=2))
+        return
+    log.print_tables(tables)
 
 
 def reload(where: Where, timeout: float) -> str:
-    """HUP, then wait for the status to name a new image; what to print."""
+    """HUP, then wait until the status records a new reload, with new code serving (or an
+    error: the new code failed to load); what to print."""
     before = status_of(where)
-    pid = int(before["pid"])
+    pid = server_pid(where, before)
     started = time.monotonic()
     os.kill(pid, signal.SIGHUP)
     deadline = started + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, NotRunningError):
+        time.sleep(POLL)
+        now = None
+        with contextlib.suppress(OSError, NotRunningError):  # between two images
             now = status_of(where)
-            if now["image"] != before["image"]:
+        if now is not None and _reloads(now) != _reloads(before):
+            error = now.get("error")
+            if isinstance(error, dict):
+                raise NotRunningError(f"process {pid} reloaded, but {_failed(error)}")
+            if now.get("image") != before.get("image"):
                 took = (time.monotonic() - started) * 1000
                 return f"reloaded in {took:.0f} ms: process {pid} serves image {now['image']}"
         if not _alive(pid):
             raise NotRunningError(f"process {pid} ended instead of reloading: see its log")
-        time.sleep(POLL)
     raise NotRunningError(
-        f"process {pid} got HUP, but serves no new image after {timeout:g}s: see its log"
+        f"process {pid} got HUP, but serves no new code after {timeout:g}s: see its log"
     )
+
+
+def _failed(error: dict[str, Any]) -> str:
+    """``its new code does not serve: SyntaxError: ... (shop/views.py, line 3)``."""
+    where = f" ({error.get('file')}, line {error.get('line')})" if error.get("file") else ""
+    return f"its new code does not serve: {error.get('message')}{where}"
+
+
+def _reloads(found: dict[str, Any]) -> tuple[int, object]:
+    """What tells one status's reloads from another's: how many, and the last one."""
+    reloads = found.get("reloads")
+    if not isinstance(reloads, list):
+        return (0, None)
+    return (len(reloads), reloads[-1] if reloads else None)
 
 
 def stop(where: Where, timeout: float) -> str:
     """TERM, then wait for the process to end; what to print."""
-    pid = pid_of(where) if where.pidfile is not None else int(status_of(where)["pid"])
+    if where.pidfile is not None:
+        pid = pid_of(where)
+        _check_devserve(pid, where)
+    else:
+        pid = server_pid(where, status_of(where))
     started = time.monotonic()
     os.kill(pid, signal.SIGTERM)
     while time.monotonic() < started + timeout:
@@ -193,6 +276,26 @@ def stop(where: Where, timeout: float) -> str:
         f"process {pid} got TERM, but still runs after {timeout:g}s (finishing requests?): "
         f"'kill -TERM {pid}' again stops it at once"
     )
+
+
+def _check_devserve(pid: int, where: Where) -> None:
+    """A pidfile may outlive its server, and its PID be another process's by now: signal
+    only a process whose status names it, or, without a status, whose command line is
+    devserve's."""
+    with contextlib.suppress(NotRunningError):
+        status_of(where)
+        return
+    import psutil
+
+    try:
+        command = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        command = ""
+    if "devserve" not in command:
+        raise NotRunningError(
+            f"the pidfile {where.pidfile} names process {pid}, which is not devserve "
+            f"({command or 'unknown'}): a stale pidfile? Not signalling it"
+        )
 
 
 # --- the tables ---

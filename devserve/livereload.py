@@ -29,7 +29,13 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from devserve import project
-from devserve._engine.devroutes import PREFIX, DevRoutes, is_loopback_client, new_image
+from devserve._engine.devroutes import (
+    FORWARDING,
+    PREFIX,
+    DevRoutes,
+    is_loopback_client,
+    new_image,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -195,11 +201,14 @@ class Injector:
 
 def _for_a_page(environ: WSGIEnvironment) -> bool:
     """A request for a page this machine's browser shows: not a fetch, an XHR or a frame's
-    (``Sec-Fetch-Dest``; a fragment an htmx swap inserts is no page), and from a loopback
-    peer (the socket's: a browser elsewhere could not open the event stream)."""
+    (``Sec-Fetch-Dest``; a fragment an htmx swap inserts is no page), from a loopback peer
+    (the socket's), not through a proxy: a browser elsewhere could not open the stream."""
     destination = environ.get("HTTP_SEC_FETCH_DEST", "document")
     peer = environ.get("devserve.peer", environ.get("REMOTE_ADDR"))
-    return destination == "document" and is_loopback_client(str(peer))
+    proxied = any(
+        f"HTTP_{name.decode().upper().replace('-', '_')}" in environ for name in FORWARDING
+    )
+    return destination == "document" and is_loopback_client(str(peer)) and not proxied
 
 
 def _client(method: str, start_response: StartResponse) -> list[bytes]:

@@ -372,7 +372,9 @@ def _run_server(
         remembered=handover.watched,
         live=live,
     )
-    report, own = _status(settings, given, live, handover, watch, parent is not None)
+    report, own = _status(
+        settings, given, live, handover, watch, served.failure, parent is not None
+    )
     child = _evented_child(settings, given, handover.evented, evented)
     server = _make_server(
         settings,
@@ -483,20 +485,29 @@ def _status(
     live: livereload.Live | None,
     handover: reloader.Handover,
     watch: watching.ReloadWatch,
+    failure: BaseException | None,
     warm_child: bool,
 ) -> tuple[status.StatusReport, DevRoutes | None]:
     """This process's status, and devserve's own routes: live reload's (the status among
-    them when it is served: any --dev, or --status), or the status' alone."""
+    them when it is served: any --dev, or --status), or the status' alone. Not from the
+    evented child: its master is the server to ask and to signal."""
     from devserve._engine.devroutes import DevRoutes, new_image
+    from devserve._engine.evented_child import PARENT_ENV
 
     image = live.image if live is not None else new_image()
     report = status.StatusReport.starting(
         settings, given, image, handover.history, watch, warm_child
     )
+    report.previous_image = handover.image
     own = live.routes if live is not None else None
-    if settings.serves_status:
-        own = own or DevRoutes(report.image, events=False)
+    if settings.serves_status and PARENT_ENV not in os.environ:
+        if own is None:
+            from devserve import livereload
+
+            error = livereload.failure_event(failure) if failure is not None else None
+            own = DevRoutes(report.image, error, events=False)
         own.status = report.snapshot
+    report.routes = own
     return report, own
 
 

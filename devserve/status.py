@@ -21,6 +21,7 @@ from devserve import app, cache, log, project
 from devserve._version import __version__
 
 if TYPE_CHECKING:
+    from devserve._engine.devroutes import DevRoutes
     from devserve.config import Settings
     from devserve.servers import Server
     from devserve.watching import ReloadWatch
@@ -44,6 +45,8 @@ class StatusReport:
     roots: Callable[[], Iterable[str]]  # where the caches are looked for
     watch: ReloadWatch | None = None
     server: Server | None = None
+    routes: DevRoutes | None = None  # the standing error; prefork's held greetings
+    previous_image: str = ""  # the code that serves while a prefork master's does not yet
 
     @classmethod
     def starting(
@@ -93,13 +96,21 @@ class StatusReport:
             "target": self.target,
             "started_at": _iso(started) if started else None,
             "uptime_s": round(time.time() - started, 1) if started else None,
-            "image": self.image,
+            "image": self.serving_image(),
+            "error": self.routes.error if self.routes is not None else None,
             "reloads": self.history[-HISTORY:],
             "watching": watcher.status() if watcher is not None else None,
             "in_flight": [r.describe() for r in server.in_flight()] if server else [],
             "workers": server.children_status() if server is not None else [],
             "caches": [_figures(item) for item in cache.all_caches(self.roots(), values=False)],
         }
+
+    def serving_image(self) -> str:
+        """The id of the code serving: a prefork master's once its workers took over from
+        the previous code's (its greetings held until then), the previous code's before."""
+        if self.routes is not None and self.routes.holding and self.previous_image:
+            return self.previous_image
+        return self.image
 
 
 def _started(pid: int) -> float | None:

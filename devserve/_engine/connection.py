@@ -178,7 +178,8 @@ class HTTPConnection:
             return None
         target = request.target.decode("latin-1")
         method = request.method.decode("latin-1")
-        if not devroutes.claims(method, target, self.client_host, self.server.own_paths):
+        paths, headers = self.server.own_paths, request.headers.raw_items()
+        if not devroutes.claims(method, target, self.client_host, paths, headers):
             return None
         return None if check(request, self._head, self.server) else target
 
@@ -190,7 +191,8 @@ class HTTPConnection:
             return False
         target = request.target.decode("latin-1")
         method = request.method.decode("latin-1")
-        if not devroutes.claims(method, target, self.client_host, self.server.own_paths):
+        paths, headers = self.server.own_paths, request.headers.raw_items()
+        if not devroutes.claims(method, target, self.client_host, paths, headers):
             return False
         hand(self.sock.detach(), target)
         return True

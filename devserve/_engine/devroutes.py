@@ -24,8 +24,9 @@ reloads, just before the streams close (not in prefork, whose old workers serve 
 error stands: every stream that connects later gets it after its ``hello``, until new code
 serves.
 
-Any other client, or any other path, is the app's to answer (:func:`claims`): whoever reads
-requests checks here first.
+Any other client (another machine, or anyone through a proxy, even one on this machine), or
+any other path, is the app's to answer (:func:`claims`): whoever reads requests checks here
+first.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import logging
 import os
 import secrets
 import selectors
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "DevRoutes",
     "Stream",
     "claims",
+    "forwarded",
     "is_loopback_client",
     "new_image",
 ]
@@ -82,12 +84,29 @@ def is_loopback_client(host: str) -> bool:
     return bool((mapped or address).is_loopback)
 
 
-def claims(method: str, target: str, client_host: str, paths: frozenset[str]) -> bool:
+# Headers a proxy adds: a request carrying one came through a proxy (on this machine too,
+# whose peer address is loopback), for someone who may be anywhere.
+FORWARDING = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-real-ip"})
+
+
+def claims(
+    method: str,
+    target: str,
+    client_host: str,
+    paths: frozenset[str],
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> bool:
     """Whether the control loop answers this request: a GET of one of its ``paths``, from
-    this machine. Anything else goes to the app, as if devserve had no such path."""
-    if method != "GET" or not paths:
+    this machine (its socket's peer), not through a proxy. Anything else goes to the app,
+    as if devserve had no such path."""
+    if method != "GET" or not paths or target.split("?", 1)[0] not in paths:
         return False
-    return target.split("?", 1)[0] in paths and is_loopback_client(client_host)
+    return is_loopback_client(client_host) and not forwarded(headers)
+
+
+def forwarded(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request came through a proxy (its headers, names in lower case)."""
+    return any(name.lower() in FORWARDING for name, _value in headers)
 
 
 def event(name: str, data: dict[str, Any]) -> bytes:
@@ -128,7 +147,9 @@ class DevRoutes:
         self.holding = False  # greetings wait (see hold())
         self.changes = 0  # css and reload events sent: a page back in view compares
 
-    def __len__(self) -> int:
+    @property
+    def open_streams(self) -> int:
+        """How many event streams are open (answers being written are not counted)."""
         return len([stream for stream in self._streams.values() if not stream.answer])
 
     @property
@@ -156,7 +177,7 @@ class DevRoutes:
             self._write(stream, self._status_response())
         elif not self.holding:
             self._greet(stream)
-            _logger.debug("event stream %d opened (%d open)", fd, len(self))
+            _logger.debug("event stream %d opened (%d open)", fd, self.open_streams)
 
     def _status_response(self) -> bytes:
         """The status as a whole JSON response; what went wrong, if it could not be made."""

@@ -82,6 +82,7 @@ def test_the_status_keys_and_their_types(devserve: StartDevserve, app_folder: Pa
     assert watching["backend"] == "inotify"
     assert isinstance(watching["folders"], int) and watching["folders"] >= 1
     assert watching["polled"] == []
+    assert found["error"] is None
     assert found["in_flight"] == [] and found["workers"] == []
     assert isinstance(found["caches"], list)
     assert "status: " in server.log  # the banner names it
@@ -244,3 +245,65 @@ def test_gevent_mode_status_lists_the_greenlets_requests(
     found = wait_until(three, 10, "3 requests in flight")
     assert found["mode"] == "gevent (warm reload)"
     assert {request["path"] for request in found["in_flight"]} == {"/slow?seconds=3"}
+
+
+VERSIONED = """\
+VERSION = "v0"
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [VERSION.encode()]
+"""
+
+
+def test_devserve_reload_of_prefork_returns_once_its_workers_serve_the_new_code(
+    devserve: StartDevserve, tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "versioned.py").write_text(VERSIONED, encoding="utf-8")
+    server = devserve("-p", "0", "--status", "--workers", "2", "versioned:app", cwd=tmp_path)
+    assert server.request("/").text == "v0"
+    # No watcher: HUP. (A longer file: Python trusts a .pyc of the same size and second.)
+    write_file(tmp_path / "versioned.py", VERSIONED.replace("v0", "v1 grown"))
+    result = run_cli(["reload", "-p", str(server.port)], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    answers = [server.request("/").text for _ in range(6)]
+    assert answers == ["v1 grown"] * 6, (answers, result.stdout)  # every worker
+
+
+def test_devserve_reload_says_when_the_new_code_does_not_load(
+    devserve: StartDevserve, app_folder: Path, env: dict[str, str]
+) -> None:
+    server = devserve("-p", "0", "--dev", "reload", "slowapp:app", cwd=app_folder)
+    wait_watching(server)
+    module = app_folder / "slowapp.py"
+    write_file(module, module.read_text(encoding="utf-8") + "\ndef broken(:\n")
+    server.wait_for_log("not reloading, syntax error")  # refused: the old code serves
+    assert status_of(server)["error"]["line"] == module.read_text().count("\n")
+    result = run_cli(["reload", "-p", str(server.port)], cwd=app_folder, env=env)
+    line = assert_one_line_error(result, 1, "reloaded, but its new code does not serve")
+    assert "SyntaxError" in line and "slowapp.py, line" in line
+
+
+def test_a_stale_pidfile_gets_no_process_signalled(
+    devserve: StartDevserve, tmp_path: Path, env: dict[str, str]
+) -> None:
+    import subprocess
+
+    other = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        pidfile = tmp_path / "stale.pid"
+        pidfile.write_text(f"{other.pid}\n")
+        for command in ("stop", "reload"):
+            result = run_cli([command, "--pidfile", str(pidfile)], cwd=tmp_path, env=env)
+            assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert other.poll() is None  # never signalled
+        pidfile.write_text("1\n")
+        result = run_cli(["stop", "--pidfile", str(pidfile)], cwd=tmp_path, env=env)
+        assert_one_line_error(result, 1, "no PID devserve could have")
+    finally:
+        other.kill()
+        other.wait()
+    bad_port = {**env, "DEVSERVE_HTTP_PORT": "abc"}
+    result = run_cli(["status"], cwd=tmp_path, env=bad_port)
+    assert_one_line_error(result, 2, "DEVSERVE_HTTP_PORT='abc'", "-p PORT")

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 import types
+from pathlib import Path
 
 import pytest
 from werkzeug.local import LocalProxy
@@ -120,3 +122,24 @@ def test_plain_table_is_aligned(caplog: pytest.LogCaptureFixture) -> None:
         "a.long.name     3",
         "b              12",
     ]
+
+
+def test_the_figures_never_evaluate_a_lazy_object_of_a_module(tmp_path: Path) -> None:
+    """The status reads them often, from the control loop: a module's lazy object (as
+    Django's SimpleLazyObject, whose ``__class__`` evaluates it) is left alone."""
+
+    class Lazy:
+        @property  # type: ignore[misc]
+        def __class__(self) -> type:
+            raise AssertionError("evaluated")
+
+    module = types.ModuleType("lazymod")
+    module.__file__ = str(tmp_path / "lazymod.py")
+    module.setting = Lazy()  # type: ignore[attr-defined]
+    module.helper = functools.lru_cache(lambda x: x)  # type: ignore[attr-defined]
+    sys.modules["lazymod"] = module
+    try:
+        names = [item.name for item in cache.all_caches([str(tmp_path)], values=False)]
+    finally:
+        del sys.modules["lazymod"]
+    assert any(name.endswith("<lambda>") for name in names)

@@ -49,6 +49,17 @@ def test_what_is_not_an_address_is_not_loopback(host: str) -> None:
     assert not is_loopback_client(host)
 
 
+@pytest.mark.parametrize(
+    "header",
+    [b"X-Forwarded-For", b"x-forwarded-for", b"Forwarded", b"X-Forwarded-Host", b"X-Real-IP"],
+)
+def test_what_came_through_a_proxy_is_never_claimed(header: bytes) -> None:
+    """A proxy on this machine connects from loopback, for anyone: not this machine's."""
+    paths = frozenset({EVENTS})
+    assert not claims("GET", EVENTS, "127.0.0.1", paths, [(header, b"127.0.0.1")])
+    assert claims("GET", EVENTS, "127.0.0.1", paths, [(b"Host", b"localhost")])
+
+
 def test_claims_only_a_get_of_its_paths() -> None:
     paths = frozenset({EVENTS})
     assert claims("GET", EVENTS, "127.0.0.1", paths)
@@ -249,6 +260,7 @@ def test_head_gets_the_headers_a_get_would_and_the_body_object_as_it_is() -> Non
         {"HTTP_SEC_FETCH_DEST": "iframe"},  # the page around it reloads it
         {"devserve.peer": "10.0.0.7"},  # a browser elsewhere: it cannot open the stream
         {"devserve.peer": "10.0.0.7", "REMOTE_ADDR": "127.0.0.1"},  # --proxy-mode's rewrite
+        {"HTTP_X_FORWARDED_FOR": "127.0.0.1"},  # through a proxy on this machine
     ],
 )
 def test_no_tag_for_what_is_no_page_of_this_machine(environ: dict[str, str]) -> None:
@@ -394,14 +406,14 @@ def test_a_stream_is_greeted_then_told_every_event(loop: Loop) -> None:
     later = loop.connect(greeted=False)  # an error stands: told to who comes later
     hello = b'{"image":"1-ab","changes":1}\n\n'  # it missed one css event
     assert read_events(later, until=error).endswith(hello + error)
-    assert len(loop.own) == 2
+    assert loop.own.open_streams == 2
 
 
 def test_a_stream_whose_client_left_is_closed_by_the_loop(loop: Loop) -> None:
     loop.connect().close()
     for key, mask in loop.selector.select(timeout=2):
         loop.own.ready(key.data, mask)
-    assert len(loop.own) == 0
+    assert loop.own.open_streams == 0
 
 
 def test_a_client_that_does_not_read_is_dropped_not_waited_for(loop: Loop) -> None:
@@ -412,9 +424,9 @@ def test_a_client_that_does_not_read_is_dropped_not_waited_for(loop: Loop) -> No
     big = {"message": "x" * 8192}
     for _ in range(devroutes.MAX_PENDING // 8192 + 64):
         loop.own.send("error", big)  # never blocks the loop
-        if not len(loop.own):
+        if not loop.own.open_streams:
             break
-    assert len(loop.own) == 0
+    assert loop.own.open_streams == 0
 
 
 def test_after_close_all_no_stream_opens(loop: Loop) -> None:
@@ -424,7 +436,7 @@ def test_after_close_all_no_stream_opens(loop: Loop) -> None:
     late = loop.connect(greeted=False)
     late.settimeout(2)
     assert late.recv(100) == b""
-    assert len(loop.own) == 0
+    assert loop.own.open_streams == 0
 
 
 def test_a_reload_tells_every_stream_to_reload_before_it_ends(loop: Loop) -> None:
@@ -470,6 +482,7 @@ def test_what_a_batch_needs_no_restart_for_is_told(loop: Loop) -> None:
         ("::ffff:127.0.0.1", "", True),
         ("10.0.0.1", "127.0.0.1", False),  # a header never makes a remote peer loopback
         ("2001:db8::5", "::1", False),
+        ("127.0.0.1", "203.0.113.9", False),  # a proxy on this machine: for someone else
         ("192.168.1.5", "", False),
     ],
 )
@@ -494,7 +507,12 @@ def test_a_connection_reaches_the_loop_only_from_a_loopback_peer(
     server_end, client = socket.socketpair()
     info = ServerInfo("127.0.0.1", 8069, own_paths=frozenset({EVENTS, STATUS}), to_loop=to_loop)
     header = f"X-Forwarded-For: {forwarded}\r\n" if forwarded else ""
-    client.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{header}\r\n".encode())
+    request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{header}\r\n".encode()
+    # The threaded server's loop reads a request's head itself: it claims the same ones.
+    read_by_loop = HTTPConnection(server_end, (peer, 5555), app, info)
+    assert read_by_loop.feed(request)
+    assert read_by_loop.claimed_by_loop() == (path if taken else None)
+    client.sendall(request)
     client.shutdown(socket.SHUT_WR)
     server_end.settimeout(2)
     HTTPConnection(server_end, (peer, 5555), app, info).serve()
@@ -527,7 +545,7 @@ def test_the_status_is_one_json_answer_then_the_connection_closes(loop: Loop) ->
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Type: application/json" in head
     assert f"Content-Length: {len(body)}".encode() in head
     assert json.loads(body)["pid"] == 42
-    assert len(loop.own) == 0  # no stream: the connection is closed
+    assert loop.own.open_streams == 0  # no stream: the connection is closed
 
 
 def test_a_status_that_cannot_be_made_is_a_500_saying_why(loop: Loop) -> None:
