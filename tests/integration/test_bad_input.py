@@ -25,7 +25,10 @@ from tests.integration.harness import (
         (
             ["frobnicate"],
             ExitCode.USAGE,
-            ["unknown command 'frobnicate'", "gevent, help, scaffold, server"],
+            [
+                "unknown command 'frobnicate'",
+                "gevent, help, reload, scaffold, server, status, stop",
+            ],
         ),
         (["--no-such-option"], ExitCode.USAGE, ["--no-such-option", "--help"]),
         (["-p", "http"], ExitCode.USAGE, ["-p/--http-port", "'http' is not a port number"]),
