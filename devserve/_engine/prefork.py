@@ -412,8 +412,10 @@ class PreforkServer(ControlLoop):
             rows += [{"pid": pid, "kind": companion.kind} for pid in companion.pids]
         for row in rows:
             try:
-                rss = psutil.Process(int(row["pid"])).memory_info().rss
-                row["rss_mib"] = round(rss / 2**20, 1)
+                process = psutil.Process(int(row["pid"]))
+                row["rss_mib"] = round(process.memory_info().rss / 2**20, 1)
+                if row.get("age_s") is None:  # a companion, or a worker of the previous code
+                    row["age_s"] = round(time.time() - process.create_time(), 1)
             except psutil.Error:
                 row["rss_mib"] = None
         return rows

@@ -8,6 +8,7 @@ The jobs are those of the fixture addon ``apps/cronaddons/crondemo``: each appen
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import signal
@@ -227,12 +228,16 @@ def assert_never_overlapping(marks: Marks) -> list[tuple[str, float]]:
 
 
 def test_prefork_runs_the_jobs_in_cron_workers(devserve: StartDevserve, marks: Marks) -> None:
-    server = serve_jobs(devserve, marks, "slow,tick", "--workers", "1")
+    server = serve_jobs(devserve, marks, "slow,tick", "--workers", "1", "--status")
     found = wait_until(lambda: len(cron_workers(server)) == 2 and cron_workers(server), 10, "2")
     assert sorted(title.split(" [")[0] for title in found.values()) == [
         "devserve: cron worker #1",
         "devserve: cron worker #2",
     ]
+    listed = json.loads(server.request("/__devserve__/status").body)["workers"]
+    crons = [worker for worker in listed if worker["kind"] == "cron"]
+    assert {worker["pid"] for worker in crons} == set(found)  # the status lists them too
+    assert all(worker["rss_mib"] > 0 and worker["age_s"] >= 0 for worker in crons)
     marks.wait_for("tick", 3)
     marks.wait_for("end", 2, timeout=15)
     assert_never_overlapping(marks)  # one job, one worker: never two runs at once
