@@ -10,6 +10,7 @@ gets statistics with no change.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import os
@@ -100,7 +101,7 @@ class CachedFunction(Generic[P, R]):
         """Its figures; ``values``: with what it holds (for the size estimate), read under
         its lock. Without, they are read as they are: the status never waits for a
         request."""
-        if not values:
+        with self._lock if values else contextlib.nullcontext():
             return CacheStats(
                 self.name,
                 len(self._entries),
@@ -108,16 +109,7 @@ class CachedFunction(Generic[P, R]):
                 self.misses,
                 self.errors,
                 self.compute_time,
-            )
-        with self._lock:
-            return CacheStats(
-                self.name,
-                len(self._entries),
-                self.hits,
-                self.misses,
-                self.errors,
-                self.compute_time,
-                tuple(self._entries.values()),
+                tuple(self._entries.values()) if values else (),
             )
 
 

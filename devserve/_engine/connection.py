@@ -174,28 +174,31 @@ class HTTPConnection:
         """When the whole head of a request the control loop answers itself is in (and
         passes the checks): its target. The loop that read it serves it with no thread."""
         request = self._read_ahead
-        if not isinstance(request, h11.Request) or self.server.to_loop is None:
+        if not isinstance(request, h11.Request):
             return None
-        target = request.target.decode("latin-1")
-        method = request.method.decode("latin-1")
-        paths, headers = self.server.own_paths, request.headers.raw_items()
-        if not devroutes.claims(method, target, self.client_host, paths, headers):
-            return None
-        return None if check(request, self._head, self.server) else target
+        target = self._own_target(request)
+        return None if target is None or check(request, self._head, self.server) else target
 
     def _to_loop(self, request: h11.Request) -> bool:
         """A request devserve answers itself (``/__devserve__/``, from this machine): the
         connection goes to the control loop, which holds it without a thread."""
-        hand = self.server.to_loop
-        if hand is None:
+        target = self._own_target(request)
+        if target is None or self.server.to_loop is None:
             return False
+        self.server.to_loop(self.sock.detach(), target)
+        return True
+
+    def _own_target(self, request: h11.Request) -> str | None:
+        """The target of a request the control loop answers (see :func:`devroutes.claims`),
+        when there is a loop to hand it to."""
+        if self.server.to_loop is None:
+            return None
         target = request.target.decode("latin-1")
         method = request.method.decode("latin-1")
         paths, headers = self.server.own_paths, request.headers.raw_items()
         if not devroutes.claims(method, target, self.client_host, paths, headers):
-            return False
-        hand(self.sock.detach(), target)
-        return True
+            return None
+        return target
 
     # --- receiving ---
 

@@ -222,9 +222,12 @@ class DevRoutes:
             self.error = data
         elif name in ("css", "reload"):
             self.changes += 1
-        message = event(name, data)
+        self._broadcast(event(name, data))
+
+    def _broadcast(self, message: bytes) -> None:
+        """To every greeted stream (an answer, the status, is never greeted)."""
         for stream in list(self._streams.values()):
-            if stream.greeted and not stream.answer:
+            if stream.greeted:
                 self._write(stream, message)
 
     def ready(self, stream: Stream, mask: int) -> None:
@@ -248,10 +251,7 @@ class DevRoutes:
         and its request waits in the listen backlog for the new code (sooner than a
         reconnect, then a ``hello``, then the page's request)."""
         if reloading:
-            message = event("reload", {})
-            for stream in list(self._streams.values()):
-                if stream.greeted and not stream.answer:
-                    self._write(stream, message)
+            self._broadcast(event("reload", {}))
         self._open = False
         for stream in list(self._streams.values()):
             self._close(stream)

@@ -242,7 +242,8 @@ class PreforkServer(ControlLoop):
                 return
             if not fds:  # cut short: the client tries again
                 return
-            self.to_loop(fds[0], target.decode("latin-1"))
+            assert self.own is not None  # the channel exists for it
+            self.own.take(fds[0], target.decode("latin-1"))  # this is the loop's thread
 
     def _heard(self, worker: Worker) -> None:
         if worker.gone:  # reaped earlier in the same batch of events
