@@ -150,8 +150,15 @@ def test_prefork_lists_its_workers_and_their_requests(
     server = devserve("-p", "0", "--dev", "reload", "--workers", "2", "slowapp:app", cwd=app_folder)
     for _ in range(4):
         server.request("/")
-    found = status_of(server)
-    workers = [worker for worker in found["workers"] if worker["kind"] == "http"]
+
+    def counted() -> list[dict[str, Any]] | None:
+        """The workers, once the 4 requests are counted: a worker writes its count just
+        after its response has left."""
+        found = status_of(server)
+        workers = [worker for worker in found["workers"] if worker["kind"] == "http"]
+        return workers if sum(worker["requests"] or 0 for worker in workers) >= 4 else None
+
+    workers = wait_until(counted, 10, "the 4 requests counted")
     assert sorted(worker["number"] for worker in workers) == [1, 2]
     master = psutil.Process(server.pid)
     master_pids = {master.pid, *(child.pid for child in master.children())}
@@ -159,7 +166,6 @@ def test_prefork_lists_its_workers_and_their_requests(
         process = psutil.Process(worker["pid"])
         assert process.ppid() in master_pids  # the master's (or the warm parent's) child
         assert worker["rss_mib"] > 1 and worker["age_s"] >= 0
-    assert sum(worker["requests"] for worker in workers) >= 4
     slow_requests(server, 1, 3)
     [request] = wait_until(lambda: status_of(server)["in_flight"], 10, "the slow request")
     assert request["path"] == "/slow?seconds=3"
